@@ -1,0 +1,271 @@
+// Package pgtest gives each test a database of its own on a real PostgreSQL
+// server, found as pgserver.Find does ($MB_TEST_DATABASE_URL, the local
+// server, then testcontainers). Without a server the tests skip, unless
+// CI=true, where they fail.
+//
+// Migrated databases are cloned from a template that this test process
+// migrates once, named after a hash of the migration files, so a test pays
+// for a CREATE DATABASE, not for the migrations. Every package that uses
+// pgtest runs its tests through Main, which drops what the process created.
+package pgtest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/meterbase/meterbase/internal/pgserver"
+	"github.com/meterbase/meterbase/migrations"
+)
+
+// EnvURL names the variable that points the tests at a server explicitly.
+const EnvURL = "MB_TEST_DATABASE_URL"
+
+var (
+	mainRan bool
+	seq     atomic.Int64
+
+	setupOnce sync.Once
+	setupErr  error
+	server    *pgserver.Server
+	admin     *pgxpool.Pool
+	prefix    string // mbt_<pid>_ : every database and role this process makes
+
+	templateOnce sync.Once
+	templateName string
+	templateErr  error
+
+	roleOnce sync.Once
+	roleErr  error
+)
+
+// Main runs the package's tests, then drops every database and role the
+// process created and stops a container it started. Call it from TestMain.
+func Main(m *testing.M) {
+	mainRan = true
+	code := m.Run()
+	if err := teardown(); err != nil {
+		fmt.Fprintf(os.Stderr, "pgtest: cleanup: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func setup() error {
+	setupOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		server, setupErr = pgserver.Find(ctx, EnvURL)
+		if setupErr != nil {
+			return
+		}
+		admin, setupErr = pgxpool.New(ctx, server.URL)
+		prefix = fmt.Sprintf("mbt_%d_", os.Getpid())
+	})
+	return setupErr
+}
+
+func requireServer(tb testing.TB) {
+	tb.Helper()
+	if !mainRan {
+		tb.Fatal("pgtest: call pgtest.Main(m) from the package's TestMain, so that its databases are dropped")
+	}
+	if err := setup(); err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("pgtest: CI=true and %v", err)
+		}
+		tb.Skipf("pgtest: skipping, %v (set %s to a server's URL to run these tests)", err, EnvURL)
+	}
+}
+
+// DB is a database owned by one test; it is dropped when the test ends.
+type DB struct {
+	Name string
+	// Pool connects as the server's admin role, which owns the schema.
+	Pool *pgxpool.Pool
+	// Config is the Pool's configuration, for connecting again differently.
+	Config *pgxpool.Config
+}
+
+// NewDB returns a fresh database with every migration applied.
+func NewDB(tb testing.TB) *DB {
+	tb.Helper()
+	requireServer(tb)
+	templateOnce.Do(func() { templateName, templateErr = buildTemplate() })
+	if templateErr != nil {
+		tb.Fatalf("pgtest: build template: %v", templateErr)
+	}
+	return createDB(tb, "TEMPLATE "+quote(templateName))
+}
+
+// NewEmptyDB returns a fresh database without meterbase's schema, for tests
+// of the migrations themselves.
+func NewEmptyDB(tb testing.TB) *DB {
+	tb.Helper()
+	requireServer(tb)
+	return createDB(tb, "TEMPLATE template0")
+}
+
+func createDB(tb testing.TB, template string) *DB {
+	tb.Helper()
+	ctx := context.Background()
+	name := fmt.Sprintf("%s%d", prefix, seq.Add(1))
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+quote(name)+" "+template); err != nil {
+		tb.Fatalf("pgtest: create database: %v", err)
+	}
+	tb.Cleanup(func() {
+		if _, err := admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+quote(name)+" WITH (FORCE)"); err != nil {
+			tb.Errorf("pgtest: drop database %s: %v", name, err)
+		}
+	})
+	cfg := poolConfig(tb, name)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg.Copy())
+	if err != nil {
+		tb.Fatalf("pgtest: connect to %s: %v", name, err)
+	}
+	tb.Cleanup(pool.Close)
+	return &DB{Name: name, Pool: pool, Config: cfg}
+}
+
+// Connect opens another pool to the database, changed by configure (which
+// may be nil), and closes it when the test ends.
+func (db *DB) Connect(tb testing.TB, configure func(*pgxpool.Config)) *pgxpool.Pool {
+	tb.Helper()
+	cfg := db.Config.Copy()
+	if configure != nil {
+		configure(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		tb.Fatalf("pgtest: connect to %s: %v", db.Name, err)
+	}
+	tb.Cleanup(pool.Close)
+	return pool
+}
+
+// AppRole is the role AppPool connects as: it may log in and read and write
+// meterbase's tables, but it owns nothing, is no superuser and does not
+// bypass row-level security, as a host's application role should be.
+func AppRole() string { return prefix + "app" }
+
+// AppPool connects to the database as AppRole, granting it the table
+// privileges a host would grant its application role.
+func (db *DB) AppPool(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	roleOnce.Do(func() {
+		_, roleErr = admin.Exec(context.Background(), fmt.Sprintf(
+			"CREATE ROLE %s LOGIN PASSWORD %s NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS",
+			quote(AppRole()), quoteLiteral(AppRole())))
+	})
+	if roleErr != nil {
+		tb.Fatalf("pgtest: create role: %v", roleErr)
+	}
+	role := quote(AppRole())
+	for _, stmt := range []string{
+		"GRANT USAGE ON SCHEMA public TO " + role,
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO " + role,
+	} {
+		if _, err := db.Pool.Exec(context.Background(), stmt); err != nil {
+			tb.Fatalf("pgtest: %s: %v", stmt, err)
+		}
+	}
+	return db.Connect(tb, func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.User = AppRole()
+		cfg.ConnConfig.Password = AppRole()
+	})
+}
+
+func poolConfig(tb testing.TB, database string) *pgxpool.Config {
+	tb.Helper()
+	cfg, err := pgxpool.ParseConfig(server.URL)
+	if err != nil {
+		tb.Fatalf("pgtest: parse server URL: %v", err)
+	}
+	cfg.ConnConfig.Database = database
+	cfg.MaxConns = 8
+	return cfg
+}
+
+// MigrationsHash identifies the embedded migrations' content.
+func MigrationsHash() string {
+	h := sha256.New()
+	for _, m := range migrations.List() {
+		fmt.Fprintf(h, "%d\x00%s\x00%s\x00", m.Version, m.Up.SQL, m.Down.SQL)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+func buildTemplate() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	name := prefix + "tpl_" + MigrationsHash()
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+quote(name)+" TEMPLATE template0"); err != nil {
+		return "", err
+	}
+	cfg, err := pgxpool.ParseConfig(server.URL)
+	if err != nil {
+		return "", err
+	}
+	cfg.ConnConfig.Database = name
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return "", err
+	}
+	defer pool.Close()
+	if _, err := migrations.Migrate(ctx, pool, nil); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+func teardown() error {
+	if server == nil {
+		return nil
+	}
+	if admin == nil {
+		return server.Close(context.Background())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rows, err := admin.Query(ctx, "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix)
+	if err != nil {
+		return err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	var errs []string
+	for _, name := range names {
+		if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+quote(name)+" WITH (FORCE)"); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if _, err := admin.Exec(ctx, "DROP ROLE IF EXISTS "+quote(AppRole())); err != nil {
+		errs = append(errs, err.Error())
+	}
+	admin.Close()
+	if err := server.Close(ctx); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func quote(ident string) string { return pgx.Identifier{ident}.Sanitize() }
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -1,0 +1,415 @@
+// Package migrations owns meterbase's schema: the embedded SQL migrations and
+// the API a host service calls at startup to bring its database up to date.
+//
+// The library keeps its own version table (meterbase_schema_migrations by
+// default), never touches the host's schema_migrations, never closes the
+// host's pool, and serialises concurrent migrators (many replicas starting at
+// once) with a Postgres advisory lock whose wait is bounded by the caller's
+// context.
+//
+// meterbase's tables are created in the schema that the pool's connections
+// resolve first on their search_path; a host that wants them elsewhere sets
+// search_path on its pool. Config.Schema only chooses where the version
+// table lives.
+package migrations
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"io/fs"
+	"log/slog"
+	"regexp"
+	"strings"
+
+	"github.com/golang-migrate/migrate/v4"
+	"github.com/golang-migrate/migrate/v4/database"
+	pgxmigrate "github.com/golang-migrate/migrate/v4/database/pgx/v5"
+	"github.com/golang-migrate/migrate/v4/source/iofs"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// DefaultTable is the version table's name when Config.Table is empty.
+const DefaultTable = "meterbase_schema_migrations"
+
+// Config tunes a Migrator. The zero value is ready to use.
+type Config struct {
+	// Schema holds the version table. It is created if missing.
+	// Default: the connections' current schema (first on search_path).
+	Schema string
+	// Table is the version table's name. Default: DefaultTable.
+	Table string
+	// Logger gets a line for each migration applied. Default: no logging.
+	Logger *slog.Logger
+}
+
+// Migrator applies meterbase's embedded migrations to a host's database.
+type Migrator struct {
+	pool       *pgxpool.Pool
+	schema     string // "" means the current schema, resolved per run
+	table      string
+	log        *slog.Logger
+	fsys       fs.FS // FS(), or a test's own files
+	migrations []Migration
+}
+
+var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// ErrInvalidConfig reports a Config or argument that cannot work.
+var ErrInvalidConfig = errors.New("migrations: invalid config")
+
+// New returns a Migrator over the host's pool. The pool is borrowed: the
+// Migrator uses up to two of its connections while it runs and never closes
+// it. A nil cfg means the defaults.
+func New(pool *pgxpool.Pool, cfg *Config) (*Migrator, error) {
+	if pool == nil {
+		return nil, fmt.Errorf("%w: pool is nil", ErrInvalidConfig)
+	}
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	m := &Migrator{pool: pool, schema: cfg.Schema, table: cfg.Table, log: cfg.Logger, fsys: FS(), migrations: List()}
+	if m.table == "" {
+		m.table = DefaultTable
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	if !identifier.MatchString(m.table) {
+		return nil, fmt.Errorf("%w: table %q must be a lower-case SQL identifier", ErrInvalidConfig, m.table)
+	}
+	if m.schema != "" && !identifier.MatchString(m.schema) {
+		return nil, fmt.Errorf("%w: schema %q must be a lower-case SQL identifier", ErrInvalidConfig, m.schema)
+	}
+	// One connection holds the advisory lock while another runs the files;
+	// with a single connection the second would wait for ever.
+	if pool.Config().MaxConns < 2 {
+		return nil, fmt.Errorf("%w: the pool allows %d connection(s); migrating needs 2", ErrInvalidConfig, pool.Config().MaxConns)
+	}
+	return m, nil
+}
+
+// Migrate brings the database up to date: the one call a host makes at
+// startup. A database already at the latest version is success.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, cfg *Config) (*Result, error) {
+	m, err := New(pool, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return m.Up(ctx)
+}
+
+// Result says what a run changed. From == To when there was nothing to do.
+type Result struct {
+	From uint // version before the run; 0 for none
+	To   uint // version after the run
+}
+
+// Status describes the database against the migrations in this binary.
+type Status struct {
+	Version uint        // applied version; 0 when none is
+	Dirty   bool        // a migration failed part-way at Version; see DirtyError
+	Latest  uint        // newest version this binary embeds
+	Ahead   bool        // the database is newer than this binary; see AheadError
+	Pending []Migration // migrations Up would apply, in order; empty when dirty or ahead
+}
+
+// Status reads the version table without changing anything or taking a lock.
+func (m *Migrator) Status(ctx context.Context) (*Status, error) {
+	conn, err := m.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: acquire connection: %w", err)
+	}
+	defer conn.Release()
+	return m.status(ctx, conn.Conn())
+}
+
+func (m *Migrator) status(ctx context.Context, conn *pgx.Conn) (*Status, error) {
+	schema, err := m.resolveSchema(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	st := &Status{Latest: uint(len(m.migrations))}
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quote(schema)+"."+quote(m.table)).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("migrations: look up version table: %w", err)
+	}
+	if exists {
+		var version int64
+		err := conn.QueryRow(ctx, `SELECT version, dirty FROM `+quote(schema)+"."+quote(m.table)+` LIMIT 1`).Scan(&version, &st.Dirty)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("migrations: read version table: %w", err)
+		}
+		if version > 0 {
+			st.Version = uint(version)
+		}
+	}
+	st.Ahead = st.Version > st.Latest
+	if !st.Dirty && !st.Ahead {
+		st.Pending = m.migrations[st.Version:]
+	}
+	return st, nil
+}
+
+// check turns a dirty or newer-than-binary database into its typed error.
+func (st *Status) check() error {
+	switch {
+	case st.Dirty:
+		return &DirtyError{Version: st.Version}
+	case st.Ahead:
+		return &AheadError{Database: st.Version, Binary: st.Latest}
+	}
+	return nil
+}
+
+// Up applies every pending migration.
+func (m *Migrator) Up(ctx context.Context) (*Result, error) {
+	return m.run(ctx, func(st *Status, mig *migrate.Migrate) error {
+		if len(st.Pending) == 0 {
+			return nil
+		}
+		return mig.Up()
+	})
+}
+
+// Down rolls back the newest steps migrations (fewer if fewer are applied).
+// Rolling back to version 0 also drops the version table, so nothing of
+// meterbase is left in the database.
+func (m *Migrator) Down(ctx context.Context, steps int) (*Result, error) {
+	if steps < 1 {
+		return nil, fmt.Errorf("%w: steps must be at least 1, got %d", ErrInvalidConfig, steps)
+	}
+	return m.run(ctx, func(st *Status, mig *migrate.Migrate) error {
+		return m.migrateTo(mig, int(st.Version)-min(steps, int(st.Version)), st)
+	})
+}
+
+// To migrates up or down to version; 0 removes meterbase from the database.
+func (m *Migrator) To(ctx context.Context, version uint) (*Result, error) {
+	if version > uint(len(m.migrations)) {
+		return nil, fmt.Errorf("%w: version %d does not exist; the latest is %d", ErrInvalidConfig, version, len(m.migrations))
+	}
+	return m.run(ctx, func(st *Status, mig *migrate.Migrate) error {
+		return m.migrateTo(mig, int(version), st)
+	})
+}
+
+func (m *Migrator) migrateTo(mig *migrate.Migrate, version int, st *Status) error {
+	switch {
+	case version == int(st.Version):
+		return nil
+	case version == 0:
+		return mig.Down()
+	default:
+		return mig.Migrate(uint(version))
+	}
+}
+
+// Force records version as applied and clean without running any SQL. It is
+// for after a person has repaired a dirty database by hand: they bring the
+// schema to a known version, then tell the Migrator which one.
+func (m *Migrator) Force(ctx context.Context, version uint) error {
+	if version > uint(len(m.migrations)) {
+		return fmt.Errorf("%w: version %d does not exist; the latest is %d", ErrInvalidConfig, version, len(m.migrations))
+	}
+	_, err := m.locked(ctx, func(conn *pgx.Conn, _ *Status, mig *migrate.Migrate) error {
+		if version == 0 {
+			return mig.Force(database.NilVersion)
+		}
+		return mig.Force(int(version))
+	})
+	return err
+}
+
+// run takes the lock, refuses a dirty or newer database, and runs step.
+func (m *Migrator) run(ctx context.Context, step func(*Status, *migrate.Migrate) error) (*Result, error) {
+	return m.locked(ctx, func(conn *pgx.Conn, st *Status, mig *migrate.Migrate) error {
+		if err := st.check(); err != nil {
+			return err
+		}
+		return step(st, mig)
+	})
+}
+
+// locked runs fn while this process holds the migration advisory lock, with
+// a golang-migrate instance over the pool. Waiting for the lock ends with
+// ctx; a running migration file is bounded by its own statement_timeout, and
+// ctx's end stops the run before the next file.
+func (m *Migrator) locked(ctx context.Context, fn func(*pgx.Conn, *Status, *migrate.Migrate) error) (res *Result, err error) {
+	lockConn, err := m.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: acquire connection: %w", err)
+	}
+	conn := lockConn.Conn()
+	schema, err := m.resolveSchema(ctx, conn)
+	if err != nil {
+		lockConn.Release()
+		return nil, err
+	}
+	key := lockKey(schema, m.table)
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		lockConn.Release()
+		return nil, fmt.Errorf("migrations: wait for the migration lock: %w", err)
+	}
+	defer func() {
+		// A session lock outlives the statement; if unlocking fails, close the
+		// session so the lock cannot stay behind on a pooled connection.
+		if _, uerr := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key); uerr != nil {
+			_ = lockConn.Hijack().Close(context.WithoutCancel(ctx))
+			return
+		}
+		lockConn.Release()
+	}()
+
+	if m.schema != "" {
+		if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+quote(m.schema)); err != nil {
+			return nil, fmt.Errorf("migrations: create schema %q: %w", m.schema, err)
+		}
+	}
+	before, err := m.status(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	mig, err := m.newMigrate(schema)
+	if err != nil {
+		return nil, err
+	}
+	defer mig.Close()
+
+	stop := context.AfterFunc(ctx, func() { mig.GracefulStop <- true })
+	defer stop()
+
+	runErr := fn(conn, before, mig)
+	if errors.Is(runErr, migrate.ErrNoChange) {
+		runErr = nil
+	}
+	after, err := m.status(context.WithoutCancel(ctx), conn)
+	if err != nil {
+		return nil, errors.Join(runErr, err)
+	}
+	if runErr != nil {
+		return nil, m.explain(mig, before, after, runErr)
+	}
+	if err := ctx.Err(); err != nil && after.Version != before.Version && len(after.Pending) > 0 {
+		return &Result{From: before.Version, To: after.Version}, fmt.Errorf("migrations: stopped at version %d: %w", after.Version, err)
+	}
+	if after.Version == 0 && before.Version != 0 {
+		if _, err := conn.Exec(ctx, `DROP TABLE IF EXISTS `+quote(schema)+"."+quote(m.table)); err != nil {
+			return nil, fmt.Errorf("migrations: drop version table: %w", err)
+		}
+	}
+	return &Result{From: before.Version, To: after.Version}, nil
+}
+
+// explain turns a failed run into an error that names the migration. A file
+// that runs as one transaction leaves nothing behind when it fails, so the
+// version golang-migrate marked dirty is set back to the last clean one and
+// a retry can simply run again. Only a non-transactional file (CREATE INDEX
+// CONCURRENTLY) can leave the schema half-changed; that one stays dirty.
+func (m *Migrator) explain(mig *migrate.Migrate, before, after *Status, runErr error) error {
+	var dirty *DirtyError
+	if errors.As(runErr, &dirty) || errors.As(runErr, new(*AheadError)) {
+		return runErr
+	}
+	if !after.Dirty {
+		return fmt.Errorf("migrations: %w", runErr)
+	}
+	// golang-migrate marks the target version dirty before it runs a file:
+	// going up, the target is the failed file's own version; going down from
+	// V, it is V-1 and the failed file is V's down.
+	failed, clean, direction := after.Version, after.Version-1, "up"
+	if after.Version < before.Version || (before.Version > 0 && after.Version == 0) {
+		failed, clean, direction = after.Version+1, after.Version+1, "down"
+	}
+	var file File
+	if failed >= 1 && int(failed) <= len(m.migrations) {
+		file = m.migrations[failed-1].Up
+		if direction == "down" {
+			file = m.migrations[failed-1].Down
+		}
+	}
+	ferr := &FileError{Version: failed, Path: file.Path, Err: runErr}
+	if file.Path == "" || !isTransactional(file.SQL) {
+		return ferr
+	}
+	target := int(clean)
+	if clean == 0 {
+		target = database.NilVersion
+	}
+	if err := mig.Force(target); err != nil {
+		return errors.Join(ferr, fmt.Errorf("migrations: could not mark version %d clean again: %w", clean, err))
+	}
+	return ferr
+}
+
+func (m *Migrator) newMigrate(schema string) (*migrate.Migrate, error) {
+	src, err := iofs.New(m.fsys, ".")
+	if err != nil {
+		return nil, fmt.Errorf("migrations: open embedded files: %w", err)
+	}
+	// Closing this *sql.DB (golang-migrate does) leaves the pool open.
+	db := stdlib.OpenDBFromPool(m.pool)
+	drv, err := pgxmigrate.WithInstance(db, &pgxmigrate.Config{MigrationsTable: m.table, SchemaName: schema})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("migrations: open version table: %w", err)
+	}
+	mig, err := migrate.NewWithInstance("iofs", src, "pgx5", drv)
+	if err != nil {
+		_ = drv.Close()
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	mig.Log = logAdapter{m.log}
+	return mig, nil
+}
+
+func (m *Migrator) resolveSchema(ctx context.Context, conn *pgx.Conn) (string, error) {
+	if m.schema != "" {
+		return m.schema, nil
+	}
+	var schema *string
+	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		return "", fmt.Errorf("migrations: read current schema: %w", err)
+	}
+	if schema == nil {
+		return "", fmt.Errorf("%w: the connection's search_path names no existing schema; set Config.Schema", ErrInvalidConfig)
+	}
+	return *schema, nil
+}
+
+// isTransactional reports whether Postgres runs the file as one implicit
+// transaction. CREATE INDEX CONCURRENTLY cannot run in one, so the lint test
+// makes it stand alone in its file, which then commits as it goes.
+func isTransactional(sql string) bool {
+	return !strings.Contains(strings.ToUpper(stripComments(sql)), "CONCURRENTLY")
+}
+
+func stripComments(sql string) string {
+	var b strings.Builder
+	for line := range strings.Lines(sql) {
+		if code, _, _ := strings.Cut(line, "--"); strings.TrimSpace(code) != "" {
+			b.WriteString(code)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+func lockKey(schema, table string) int64 {
+	h := fnv.New64a()
+	_, _ = io.WriteString(h, "meterbase.migrations:"+schema+"."+table)
+	return int64(h.Sum64())
+}
+
+func quote(ident string) string { return pgx.Identifier{ident}.Sanitize() }
+
+type logAdapter struct{ log *slog.Logger }
+
+func (l logAdapter) Printf(format string, v ...any) {
+	l.log.Info(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+func (l logAdapter) Verbose() bool { return false }

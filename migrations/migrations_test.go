@@ -1,0 +1,363 @@
+package migrations_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meterbase/meterbase/internal/pgtest"
+	"github.com/meterbase/meterbase/migrations"
+)
+
+func newMigrator(t *testing.T, pool *pgxpool.Pool, cfg *migrations.Config) *migrations.Migrator {
+	t.Helper()
+	m, err := migrations.New(pool, cfg)
+	require.NoError(t, err)
+	return m
+}
+
+func TestMigrateFromEmpty(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewEmptyDB(t)
+	latest := uint(len(migrations.List()))
+
+	res, err := migrations.Migrate(ctx, db.Pool, nil)
+	require.NoError(t, err)
+	require.Equal(t, migrations.Result{From: 0, To: latest}, *res)
+
+	// Already current: success, nothing done.
+	res, err = migrations.Migrate(ctx, db.Pool, nil)
+	require.NoError(t, err)
+	require.Equal(t, migrations.Result{From: latest, To: latest}, *res)
+
+	// The host's pool is still open.
+	require.NoError(t, db.Pool.Ping(ctx))
+
+	st, err := newMigrator(t, db.Pool, nil).Status(ctx)
+	require.NoError(t, err)
+	require.Equal(t, latest, st.Version)
+	require.Equal(t, latest, st.Latest)
+	require.False(t, st.Dirty)
+	require.False(t, st.Ahead)
+	require.Empty(t, st.Pending)
+}
+
+func TestStatusOfEmptyDatabase(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewEmptyDB(t)
+	st, err := newMigrator(t, db.Pool, nil).Status(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, uint(0), st.Version)
+	require.Equal(t, migrations.List(), st.Pending)
+	var exists bool
+	require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT to_regclass('meterbase_schema_migrations') IS NOT NULL`).Scan(&exists))
+	require.False(t, exists, "Status must not create anything")
+}
+
+// Up, down and up again at every version leaves the same schema, and down to
+// zero leaves nothing of meterbase behind, version table included.
+func TestUpDownUpAtEveryVersion(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewEmptyDB(t)
+	m := newMigrator(t, db.Pool, nil)
+
+	empty := pgtest.Schema(t, db.Pool)
+	schemas := []string{empty}
+	for _, mig := range migrations.List() {
+		res, err := m.To(ctx, mig.Version)
+		require.NoError(t, err)
+		require.Equal(t, mig.Version, res.To)
+		up := pgtest.Schema(t, db.Pool)
+		require.NotEqual(t, schemas[len(schemas)-1], up, "version %d changed nothing", mig.Version)
+
+		res, err = m.Down(ctx, 1)
+		require.NoError(t, err)
+		require.Equal(t, mig.Version-1, res.To)
+		require.Equal(t, schemas[mig.Version-1], pgtest.Schema(t, db.Pool), "down from %d", mig.Version)
+
+		_, err = m.Up(ctx)
+		require.NoError(t, err)
+		_, err = m.To(ctx, mig.Version)
+		require.NoError(t, err)
+		require.Equal(t, up, pgtest.Schema(t, db.Pool), "up again to %d", mig.Version)
+		schemas = append(schemas, up)
+	}
+
+	res, err := m.To(ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, uint(0), res.To)
+	require.Equal(t, empty, pgtest.Schema(t, db.Pool), "down to zero must leave nothing behind")
+}
+
+func TestDownSteps(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewEmptyDB(t)
+	m := newMigrator(t, db.Pool, nil)
+	latest := uint(len(migrations.List()))
+	_, err := m.Up(ctx)
+	require.NoError(t, err)
+
+	res, err := m.Down(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, migrations.Result{From: latest, To: latest - 1}, *res)
+
+	res, err = m.Down(ctx, 100) // more steps than versions: down to zero
+	require.NoError(t, err)
+	require.Equal(t, uint(0), res.To)
+
+	_, err = m.Down(ctx, 0)
+	require.ErrorIs(t, err, migrations.ErrInvalidConfig)
+	_, err = m.To(ctx, latest+1)
+	require.ErrorIs(t, err, migrations.ErrInvalidConfig)
+}
+
+// Many replicas starting at once: every call succeeds and the migrations run
+// exactly once.
+func TestConcurrentMigrate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewEmptyDB(t)
+	latest := uint(len(migrations.List()))
+
+	const replicas = 8
+	results := make([]*migrations.Result, replicas)
+	errs := make([]error, replicas)
+	pools := make([]*pgxpool.Pool, replicas)
+	for i := range pools {
+		pools[i] = db.Connect(t, func(c *pgxpool.Config) { c.MaxConns = 2 })
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range replicas {
+		wg.Go(func() {
+			<-start
+			results[i], errs[i] = migrations.Migrate(ctx, pools[i], nil)
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	applied := 0
+	for i := range replicas {
+		require.NoError(t, errs[i], "replica %d", i)
+		require.Equal(t, latest, results[i].To)
+		if results[i].From == 0 {
+			applied++
+		} else {
+			require.Equal(t, latest, results[i].From, "replica %d saw a half-migrated database", i)
+		}
+	}
+	require.Equal(t, 1, applied, "exactly one replica applies the migrations")
+	var rows int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM meterbase_schema_migrations`).Scan(&rows))
+	require.Equal(t, 1, rows)
+}
+
+func TestDirtyDatabase(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	m := newMigrator(t, db.Pool, nil)
+	latest := uint(len(migrations.List()))
+
+	_, err := db.Pool.Exec(ctx, `UPDATE meterbase_schema_migrations SET dirty = true`)
+	require.NoError(t, err)
+
+	_, err = m.Up(ctx)
+	var dirty *migrations.DirtyError
+	require.ErrorAs(t, err, &dirty)
+	require.Equal(t, latest, dirty.Version)
+	require.ErrorIs(t, err, migrations.ErrDirty)
+	require.Contains(t, err.Error(), "dirty at version")
+
+	_, err = m.Down(ctx, 1)
+	require.ErrorIs(t, err, migrations.ErrDirty, "a dirty database is not rolled back either")
+
+	st, err := m.Status(ctx)
+	require.NoError(t, err)
+	require.True(t, st.Dirty)
+	require.Equal(t, latest, st.Version)
+	require.Empty(t, st.Pending)
+
+	// After a repair by hand, Force marks the version clean.
+	require.NoError(t, m.Force(ctx, latest))
+	res, err := m.Up(ctx)
+	require.NoError(t, err)
+	require.Equal(t, latest, res.To)
+}
+
+func TestDatabaseAheadOfBinary(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	m := newMigrator(t, db.Pool, nil)
+	latest := uint(len(migrations.List()))
+
+	_, err := db.Pool.Exec(ctx, `UPDATE meterbase_schema_migrations SET version = version + 1`)
+	require.NoError(t, err)
+
+	_, err = m.Up(ctx)
+	var ahead *migrations.AheadError
+	require.ErrorAs(t, err, &ahead)
+	require.Equal(t, migrations.AheadError{Database: latest + 1, Binary: latest}, *ahead)
+	require.ErrorIs(t, err, migrations.ErrAhead)
+
+	st, err := m.Status(ctx)
+	require.NoError(t, err)
+	require.True(t, st.Ahead)
+	require.Equal(t, latest+1, st.Version)
+	require.Empty(t, st.Pending)
+}
+
+// A failing file that runs as one transaction leaves nothing behind and the
+// version clean, so the next run can retry it.
+func TestFailedMigrationRollsBackCleanly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewEmptyDB(t)
+	fsys := fstest.MapFS{
+		"0001_a.up.sql":   {Data: []byte("CREATE TABLE a (id int);")},
+		"0001_a.down.sql": {Data: []byte("DROP TABLE a;")},
+		"0002_b.up.sql":   {Data: []byte("CREATE TABLE b (id int);\nSELECT 1/0;")},
+		"0002_b.down.sql": {Data: []byte("DROP TABLE b;")},
+	}
+	m := migrations.NewWithFS(t, db.Pool, nil, fsys)
+
+	_, err := m.Up(ctx)
+	var fileErr *migrations.FileError
+	require.ErrorAs(t, err, &fileErr)
+	require.Equal(t, uint(2), fileErr.Version)
+	require.Equal(t, "0002_b.up.sql", fileErr.Path)
+	require.Contains(t, err.Error(), "division by zero")
+
+	st, err := m.Status(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint(1), st.Version)
+	require.False(t, st.Dirty)
+	var b bool
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT to_regclass('b') IS NOT NULL`).Scan(&b))
+	require.False(t, b, "the failed file's first statement must be rolled back with it")
+
+	fsys["0002_b.up.sql"] = &fstest.MapFile{Data: []byte("CREATE TABLE b (id int);")}
+	res, err := m.Up(ctx)
+	require.NoError(t, err)
+	require.Equal(t, migrations.Result{From: 1, To: 2}, *res)
+}
+
+// A file that cannot run as a transaction may have done part of its work,
+// so its failure leaves the database dirty for a person to look at.
+func TestFailedConcurrentIndexLeavesDirty(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewEmptyDB(t)
+	fsys := fstest.MapFS{
+		"0001_a.up.sql":   {Data: []byte("CREATE TABLE a (id int);")},
+		"0001_a.down.sql": {Data: []byte("DROP TABLE a;")},
+		"0002_b.up.sql":   {Data: []byte("CREATE INDEX CONCURRENTLY a_missing_idx ON a (missing);")},
+		"0002_b.down.sql": {Data: []byte("DROP INDEX CONCURRENTLY IF EXISTS a_missing_idx;")},
+	}
+	m := migrations.NewWithFS(t, db.Pool, nil, fsys)
+	_, err := m.Up(ctx)
+	require.Error(t, err)
+	st, err := m.Status(ctx)
+	require.NoError(t, err)
+	require.True(t, st.Dirty)
+	require.Equal(t, uint(2), st.Version)
+}
+
+func TestWaitForLockEndsWithContext(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewEmptyDB(t)
+
+	// Another migrator holds the lock: run a migration that waits on a lock
+	// a second connection holds.
+	holder, err := db.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer holder.Release()
+	_, err = holder.Exec(ctx, `CREATE TABLE blocker (id int)`)
+	require.NoError(t, err)
+	tx, err := holder.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	_, err = tx.Exec(ctx, `LOCK TABLE blocker IN ACCESS EXCLUSIVE MODE`)
+	require.NoError(t, err)
+
+	slow := fstest.MapFS{
+		"0001_a.up.sql":   {Data: []byte("SET LOCAL lock_timeout = '10s'; ALTER TABLE blocker ADD COLUMN x int;")},
+		"0001_a.down.sql": {Data: []byte("ALTER TABLE blocker DROP COLUMN x;")},
+	}
+	first := migrations.NewWithFS(t, db.Connect(t, nil), nil, slow)
+	firstDone := make(chan error, 1)
+	go func() { _, err := first.Up(ctx); firstDone <- err }()
+
+	// Wait until the first migrator holds the advisory lock.
+	require.Eventually(t, func() bool {
+		var n int
+		_ = db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n)
+		return n > 0
+	}, 10*time.Second, 10*time.Millisecond)
+
+	second := newMigrator(t, db.Connect(t, nil), nil)
+	waitCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err = second.Up(waitCtx)
+	require.Error(t, err)
+	require.True(t, errors.Is(err, context.DeadlineExceeded) || waitCtx.Err() != nil, "got %v", err)
+	require.Contains(t, err.Error(), "migration lock")
+
+	require.NoError(t, tx.Rollback(ctx))
+	require.NoError(t, <-firstDone)
+}
+
+func TestCustomVersionTable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewEmptyDB(t)
+	// The host's own migration table is never touched.
+	_, err := db.Pool.Exec(ctx, `CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL);
+		INSERT INTO schema_migrations VALUES (20240101, false);`)
+	require.NoError(t, err)
+
+	cfg := &migrations.Config{Schema: "meterbase_meta", Table: "versions"}
+	res, err := migrations.Migrate(ctx, db.Pool, cfg)
+	require.NoError(t, err)
+	require.Equal(t, uint(len(migrations.List())), res.To)
+
+	var version int64
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT version FROM meterbase_meta.versions`).Scan(&version))
+	require.Equal(t, int64(res.To), version)
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT version FROM schema_migrations`).Scan(&version))
+	require.Equal(t, int64(20240101), version)
+	var defaultTable bool
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT to_regclass('meterbase_schema_migrations') IS NOT NULL`).Scan(&defaultTable))
+	require.False(t, defaultTable)
+}
+
+func TestInvalidConfig(t *testing.T) {
+	t.Parallel()
+	_, err := migrations.New(nil, nil)
+	require.ErrorIs(t, err, migrations.ErrInvalidConfig)
+
+	db := pgtest.NewEmptyDB(t)
+	for _, cfg := range []*migrations.Config{
+		{Table: "Bad Name"},
+		{Table: "x; DROP TABLE users"},
+		{Schema: "1abc"},
+	} {
+		_, err := migrations.New(db.Pool, cfg)
+		require.ErrorIs(t, err, migrations.ErrInvalidConfig, "%+v", cfg)
+	}
+	single := db.Connect(t, func(c *pgxpool.Config) { c.MaxConns = 1 })
+	_, err = migrations.New(single, nil)
+	require.ErrorIs(t, err, migrations.ErrInvalidConfig)
+}

@@ -1,0 +1,122 @@
+package migrations
+
+import (
+	"bufio"
+	"embed"
+	"fmt"
+	"io/fs"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+//go:embed sql/*.sql
+var embedded embed.FS
+
+// FS returns the embedded migration files, NNNN_name.up.sql and
+// NNNN_name.down.sql at its root, for hosts that run their own migration tool
+// (they must give meterbase a version table of its own).
+func FS() fs.FS {
+	sub, err := fs.Sub(embedded, "sql")
+	if err != nil {
+		panic(err) // the directory is embedded at build time
+	}
+	return sub
+}
+
+// Migration is one embedded schema version.
+type Migration struct {
+	Version uint   // 1, 2, ...: the NNNN of the file name
+	Name    string // the file name's middle part, e.g. "tenancy"
+	Up      File
+	Down    File
+}
+
+// File is one direction of a migration.
+type File struct {
+	Path   string            // file name inside FS()
+	SQL    string            // the file's whole text
+	Header map[string]string // the "-- key: value" lines that open the file
+}
+
+var fileName = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$`)
+
+// List returns every embedded migration in version order.
+func List() []Migration {
+	list, err := load(FS())
+	if err != nil {
+		panic(err) // the files are embedded at build time and linted by the tests
+	}
+	return list
+}
+
+// load reads and checks a migration directory: every file named
+// NNNN_name.(up|down).sql, each version with both directions, versions
+// numbered 1, 2, 3... without gaps.
+func load(fsys fs.FS) ([]Migration, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, err
+	}
+	byVersion := map[uint]*Migration{}
+	for _, e := range entries {
+		m := fileName.FindStringSubmatch(e.Name())
+		if m == nil {
+			return nil, fmt.Errorf("migrations: %q is not named NNNN_name.up.sql or NNNN_name.down.sql", e.Name())
+		}
+		v, _ := strconv.ParseUint(m[1], 10, 32)
+		mig := byVersion[uint(v)]
+		if mig == nil {
+			mig = &Migration{Version: uint(v), Name: m[2]}
+			byVersion[uint(v)] = mig
+		}
+		if mig.Name != m[2] {
+			return nil, fmt.Errorf("migrations: version %04d has two names, %q and %q", v, mig.Name, m[2])
+		}
+		raw, err := fs.ReadFile(fsys, e.Name())
+		if err != nil {
+			return nil, err
+		}
+		f := File{Path: path.Base(e.Name()), SQL: string(raw), Header: parseHeader(string(raw))}
+		if m[3] == "up" {
+			mig.Up = f
+		} else {
+			mig.Down = f
+		}
+	}
+	list := make([]Migration, 0, len(byVersion))
+	for _, m := range byVersion {
+		list = append(list, *m)
+	}
+	slices.SortFunc(list, func(a, b Migration) int { return int(a.Version) - int(b.Version) })
+	for i, m := range list {
+		if m.Version != uint(i+1) {
+			return nil, fmt.Errorf("migrations: version %04d follows %04d; versions must be numbered without gaps from 0001", m.Version, i)
+		}
+		if m.Up.Path == "" || m.Down.Path == "" {
+			return nil, fmt.Errorf("migrations: version %04d_%s needs both an up and a down file", m.Version, m.Name)
+		}
+	}
+	return list, nil
+}
+
+// parseHeader reads the "-- key: value" comment lines at the top of a file.
+func parseHeader(sql string) map[string]string {
+	header := map[string]string{}
+	sc := bufio.NewScanner(strings.NewReader(sql))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		rest, ok := strings.CutPrefix(line, "--")
+		if !ok {
+			break
+		}
+		key, value, ok := strings.Cut(rest, ":")
+		if !ok {
+			continue
+		}
+		header[strings.TrimSpace(key)] = strings.TrimSpace(value)
+	}
+	return header
+}
