@@ -40,3 +40,6 @@ var SQ = sq.StatementBuilder.PlaceholderFormat(sq.Dollar)
 func InTx(ctx context.Context, db DBTX, fn func(tx pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, db, fn)
 }
+
+// Now is the transaction's timestamp, for SET clauses.
+var Now = sq.Expr("now()")

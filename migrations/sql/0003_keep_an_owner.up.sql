@@ -1,0 +1,33 @@
+-- changes: adds a trigger on memberships that refuses to remove or demote a workspace's last owner, whatever the path (the library, a deleted user's cascade, raw SQL).
+-- locks: SHARE ROW EXCLUSIVE on memberships while the trigger is created (moments; writes to memberships wait, reads do not).
+-- rewrites: none.
+-- large-table cost: constant; creating a trigger neither scans nor rewrites.
+-- down loses data: no; the down migration drops the trigger and its function only.
+-- rollback: run the down migration; nothing else depends on the trigger.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+
+CREATE FUNCTION meterbase_keep_an_owner() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Touching the workspace row queues concurrent removals of its owners
+    -- behind each other: the second one waits for the first to commit, then
+    -- (read committed) sees it, or (repeatable read and above) fails to
+    -- serialize and may be retried. No row means the workspace itself is
+    -- being deleted, and its memberships go with it.
+    UPDATE workspaces SET updated_at = now() WHERE workspace_id = OLD.workspace_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM memberships WHERE workspace_id = OLD.workspace_id AND role = 'owner') THEN
+        RAISE EXCEPTION 'workspace % would be left without an owner', OLD.workspace_id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'memberships_keep_an_owner', TABLE = 'memberships';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER memberships_keep_an_owner
+    AFTER DELETE OR UPDATE OF role ON memberships
+    FOR EACH ROW WHEN (OLD.role = 'owner')
+    EXECUTE FUNCTION meterbase_keep_an_owner();

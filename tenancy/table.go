@@ -1,0 +1,121 @@
+package tenancy
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// TableScope says which tenant columns a table carries.
+type TableScope int
+
+const (
+	// Global tables (users, the feature catalog) belong to no tenant. They
+	// may only be joined to a tenant table, never queried through a Tenant.
+	Global TableScope = iota + 1
+	// WorkspaceScoped tables carry workspace_id; every statement the handle
+	// builds on them is restricted to the scope's workspace.
+	WorkspaceScoped
+	// UserScoped tables carry workspace_id and user_id; statements on them
+	// are restricted to the scope's workspace and user.
+	UserScoped
+)
+
+const (
+	workspaceColumn = "workspace_id"
+	userColumn      = "user_id"
+)
+
+// Table describes a table to the tenant handle. Make one with DefineTable.
+type Table struct {
+	name  string
+	scope TableScope
+}
+
+var identifierPattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// DefineTable describes a table for the handle's builders. Packages call it
+// once, at init, with a constant name; an invalid name panics there.
+func DefineTable(name string, scope TableScope) Table {
+	if !identifierPattern.MatchString(name) {
+		panic(fmt.Sprintf("tenancy: table name %q is not a lower-case SQL identifier", name))
+	}
+	if scope < Global || scope > UserScoped {
+		panic(fmt.Sprintf("tenancy: table %q has no scope", name))
+	}
+	return Table{name: name, scope: scope}
+}
+
+// Name returns the table's name.
+func (t Table) Name() string { return t.name }
+
+// Scope returns the table's scope.
+func (t Table) Scope() TableScope { return t.scope }
+
+// tenantColumns are the columns the handle fills and filters on.
+func (t Table) tenantColumns() []string {
+	switch t.scope {
+	case WorkspaceScoped:
+		return []string{workspaceColumn}
+	case UserScoped:
+		return []string{workspaceColumn, userColumn}
+	}
+	return nil
+}
+
+func (t Table) isTenantColumn(column string) bool {
+	// A qualified name (table.column) is the same column.
+	if i := strings.LastIndexByte(column, '.'); i >= 0 {
+		column = column[i+1:]
+	}
+	for _, c := range t.tenantColumns() {
+		if c == column {
+			return true
+		}
+	}
+	return false
+}
+
+// The library's own tenancy tables.
+var (
+	workspacesTable  = DefineTable("workspaces", WorkspaceScoped)
+	membershipsTable = DefineTable("memberships", WorkspaceScoped)
+	usersTable       = DefineTable("users", Global)
+)
+
+// checkFragment refuses caller SQL that could break out of the parentheses
+// the handle puts around it: unbalanced parentheses, statement separators,
+// comments, and $n placeholders (which would defeat squirrel's numbering).
+// Quoted literals and identifiers are skipped.
+func checkFragment(what, sql string) error {
+	depth := 0
+	for i := 0; i < len(sql); i++ {
+		switch c := sql[i]; c {
+		case '\'', '"':
+			end := strings.IndexByte(sql[i+1:], c)
+			if end < 0 {
+				return fmt.Errorf("%w: %s %q has an unterminated quote", ErrUnsafeSQL, what, sql)
+			}
+			i += end + 1 // a doubled quote re-enters this case as a new, empty literal
+		case '(':
+			depth++
+		case ')':
+			depth--
+			if depth < 0 {
+				return fmt.Errorf("%w: %s %q closes a parenthesis it did not open", ErrUnsafeSQL, what, sql)
+			}
+		case ';':
+			return fmt.Errorf("%w: %s %q contains ';'", ErrUnsafeSQL, what, sql)
+		case '$':
+			return fmt.Errorf("%w: %s %q contains '$'; use ? placeholders", ErrUnsafeSQL, what, sql)
+		case '-', '/':
+			if i+1 < len(sql) && ((c == '-' && sql[i+1] == '-') || (c == '/' && sql[i+1] == '*')) {
+				return fmt.Errorf("%w: %s %q contains a comment", ErrUnsafeSQL, what, sql)
+			}
+		}
+	}
+	if depth != 0 {
+		return fmt.Errorf("%w: %s %q leaves a parenthesis open", ErrUnsafeSQL, what, sql)
+	}
+	return nil
+}

@@ -1,0 +1,260 @@
+// Package tenancy is meterbase's tenant boundary: typed workspace and user
+// ids, the Tenant handle through which every tenant row is reached, the
+// repositories of workspaces, users and memberships, and the Operator
+// handle for the few cross-tenant reads an admin interface needs.
+//
+// A Tenant builds its statements with squirrel and adds the tenant's
+// predicate (workspace_id = $n, and user_id = $n on user-scoped tables) when
+// the SQL is rendered; caller predicates are wrapped in parentheses, so that
+// no OR can escape the tenant. Row-level security policies, keyed on
+// transaction-local settings that the handle sets with every statement,
+// stand behind it for raw SQL and mistakes.
+package tenancy
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/meterbase/meterbase/internal/pg"
+)
+
+// DBTX is the connection the host lends meterbase: *pgxpool.Pool, *pgx.Conn
+// or pgx.Tx. With a pgx.Tx, every call joins the host's transaction.
+type DBTX = pg.DBTX
+
+// Settings that row-level security policies read. They are always set
+// transaction-locally, so they never outlive the statement's transaction
+// and never leak to the next user of a pooled connection.
+const (
+	settingWorkspace = "meterbase.workspace_id"
+	settingUser      = "meterbase.user_id"
+	settingOperator  = "meterbase.operator"
+)
+
+// setContextSQL sets the tenant for row-level security until the end of the
+// current transaction (the implicit one of a batch, or an explicit one).
+const setContextSQL = `SELECT set_config('` + settingWorkspace + `', $1, true), set_config('` + settingUser + `', $2, true), set_config('` + settingOperator + `', '', true)`
+
+// Tenant is the handle through which meterbase reaches a tenant's rows.
+// It is cheap to make, safe for concurrent use, and holds no connection.
+type Tenant struct {
+	db    DBTX
+	scope Scope
+	// contextSet is true inside InTx, where the row-level security
+	// settings were set once for the whole transaction.
+	contextSet bool
+	// rls is false when the host chose WithoutRowLevelSecurity.
+	rls bool
+	// omitPredicate is a test hook: it drops the handle's own tenant
+	// predicate so that tests can prove row-level security alone holds.
+	omitPredicate bool
+}
+
+// Option changes a Tenant.
+type Option func(*Tenant)
+
+// WithoutRowLevelSecurity stops the handle from setting the row-level
+// security context with each statement. Use it only when the connection's
+// role bypasses row-level security (it owns the tables, without FORCE ROW
+// LEVEL SECURITY, or has BYPASSRLS): the handle's predicates still apply,
+// and each statement saves a set_config call in its round trip.
+func WithoutRowLevelSecurity() Option { return func(t *Tenant) { t.rls = false } }
+
+// NewTenant returns the handle of scope over db.
+func NewTenant(db DBTX, scope Scope, opts ...Option) (*Tenant, error) {
+	if db == nil {
+		return nil, &InvalidInputError{Field: "db", Reason: "is nil"}
+	}
+	if err := scope.workspace.valid(); err != nil {
+		return nil, err
+	}
+	t := &Tenant{db: db, scope: scope, rls: true}
+	for _, opt := range opts {
+		opt(t)
+	}
+	return t, nil
+}
+
+// Scope returns the tenant the handle acts for.
+func (t *Tenant) Scope() Scope { return t.scope }
+
+// InTx runs fn in a transaction (a savepoint when the handle already runs in
+// one) whose row-level security context is this tenant's. The Tenant given
+// to fn is bound to that transaction and must not be used after fn returns.
+func (t *Tenant) InTx(ctx context.Context, fn func(tx *Tenant) error) error {
+	return pg.InTx(ctx, t.db, func(tx pgx.Tx) error {
+		inner := *t
+		inner.db = tx
+		if t.rls && !t.contextSet {
+			if _, err := tx.Exec(ctx, setContextSQL, t.contextArgs()...); err != nil {
+				return fmt.Errorf("tenancy: set row-level security context: %w", err)
+			}
+			inner.contextSet = true
+		}
+		return fn(&inner)
+	})
+}
+
+func (t *Tenant) contextArgs() []any {
+	user := ""
+	if !t.scope.user.IsZero() {
+		user = t.scope.user.String()
+	}
+	return []any{t.scope.workspace.String(), user}
+}
+
+// withContext reports whether a statement must carry the context with it.
+func (t *Tenant) withContext() bool { return t.rls && !t.contextSet }
+
+func (t *Tenant) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if !t.withContext() {
+		return t.db.Exec(ctx, sql, args...)
+	}
+	br := t.sendWithContext(ctx, sql, args)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return pgconn.CommandTag{}, err
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return tag, err
+}
+
+func (t *Tenant) query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if !t.withContext() {
+		return t.db.Query(ctx, sql, args...)
+	}
+	br := t.sendWithContext(ctx, sql, args)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	return &batchRows{Rows: rows, br: br}, nil
+}
+
+func (t *Tenant) queryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if !t.withContext() {
+		return t.db.QueryRow(ctx, sql, args...)
+	}
+	return &batchRow{br: t.sendWithContext(ctx, sql, args)}
+}
+
+// sendWithContext sends the context and the statement in one round trip.
+// A batch runs as one implicit transaction, which is what bounds the
+// transaction-local settings to this statement.
+func (t *Tenant) sendWithContext(ctx context.Context, sql string, args []any) pgx.BatchResults {
+	b := &pgx.Batch{}
+	b.Queue(setContextSQL, t.contextArgs()...)
+	b.Queue(sql, args...)
+	return t.db.SendBatch(ctx, b)
+}
+
+// batchRows closes the batch with the rows, releasing its connection.
+type batchRows struct {
+	pgx.Rows
+	br     pgx.BatchResults
+	closed bool
+	err    error
+}
+
+func (r *batchRows) Close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.Rows.Close()
+	r.err = r.br.Close()
+}
+
+func (r *batchRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+func (r *batchRows) Err() error {
+	if err := r.Rows.Err(); err != nil {
+		return err
+	}
+	return r.err
+}
+
+type batchRow struct{ br pgx.BatchResults }
+
+func (r *batchRow) Scan(dest ...any) error {
+	if _, err := r.br.Exec(); err != nil {
+		_ = r.br.Close()
+		return err
+	}
+	err := r.br.QueryRow().Scan(dest...)
+	if cerr := r.br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Named SQL, for statements squirrel cannot express (CTEs, say). The SQL
+// names the tenant as @workspace_id (and @user_id), and the handle supplies
+// those arguments; the caller may not.
+
+// ExecNamed runs a hand-written statement with named arguments.
+func (t *Tenant) ExecNamed(ctx context.Context, sql string, args pgx.NamedArgs) (pgconn.CommandTag, error) {
+	named, err := t.namedArgs(sql, args)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return t.exec(ctx, sql, named)
+}
+
+// QueryNamed runs a hand-written query with named arguments.
+func (t *Tenant) QueryNamed(ctx context.Context, sql string, args pgx.NamedArgs) (pgx.Rows, error) {
+	named, err := t.namedArgs(sql, args)
+	if err != nil {
+		return nil, err
+	}
+	return t.query(ctx, sql, named)
+}
+
+// QueryRowNamed runs a hand-written single-row query with named arguments.
+func (t *Tenant) QueryRowNamed(ctx context.Context, sql string, args pgx.NamedArgs) pgx.Row {
+	named, err := t.namedArgs(sql, args)
+	if err != nil {
+		return errRow{err}
+	}
+	return t.queryRow(ctx, sql, named)
+}
+
+func (t *Tenant) namedArgs(sql string, args pgx.NamedArgs) (pgx.NamedArgs, error) {
+	if !strings.Contains(sql, "@"+workspaceColumn) {
+		return nil, fmt.Errorf("%w: hand-written SQL must filter on @%s", ErrUnsafeSQL, workspaceColumn)
+	}
+	named := make(pgx.NamedArgs, len(args)+2)
+	for k, v := range args {
+		if k == workspaceColumn || k == userColumn {
+			return nil, fmt.Errorf("%w: @%s is supplied by the tenant handle, not the caller", ErrUnsafeSQL, k)
+		}
+		named[k] = v
+	}
+	named[workspaceColumn] = t.scope.workspace
+	if !t.scope.user.IsZero() {
+		named[userColumn] = t.scope.user
+	}
+	return named, nil
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }

@@ -1,0 +1,142 @@
+package tenancy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meterbase/meterbase/internal/pg"
+)
+
+// User is a person who can belong to workspaces. Users are global: the same
+// user may be a member of many workspaces.
+type User struct {
+	ID          UserID
+	Email       string // trimmed and lower-cased
+	DisplayName string
+	CreatedAt   time.Time
+}
+
+// NewUser is what Users.Create needs.
+type NewUser struct {
+	Email       string
+	DisplayName string // optional, at most 200 characters
+}
+
+// Users is the repository of users.
+type Users struct{ db DBTX }
+
+// NewUsers returns the users repository over db.
+func NewUsers(db DBTX) *Users { return &Users{db: db} }
+
+const userColumns = "user_id, email, display_name, created_at"
+
+func scanUser(row pgx.Row) (User, error) {
+	var u User
+	err := row.Scan(&u.ID, &u.Email, &u.DisplayName, &u.CreatedAt)
+	return u, err
+}
+
+// NormalizeEmail trims and lower-cases an email and checks its shape.
+func NormalizeEmail(email string) (string, error) {
+	e := strings.ToLower(strings.TrimSpace(email))
+	local, domain, ok := strings.Cut(e, "@")
+	switch {
+	case e == "":
+		return "", &InvalidInputError{Field: "email", Reason: "is empty"}
+	case len(e) > 320:
+		return "", &InvalidInputError{Field: "email", Reason: "is longer than 320 bytes"}
+	case !ok || local == "" || domain == "" || strings.Contains(domain, "@"):
+		return "", &InvalidInputError{Field: "email", Reason: fmt.Sprintf("%q is not of the form name@domain", email)}
+	case strings.ContainsAny(e, " \t\r\n"):
+		return "", &InvalidInputError{Field: "email", Reason: fmt.Sprintf("%q contains white space", email)}
+	}
+	return e, nil
+}
+
+// Create adds a user. ErrEmailTaken if another user has the email.
+func (r *Users) Create(ctx context.Context, in NewUser) (User, error) {
+	email, err := NormalizeEmail(in.Email)
+	if err != nil {
+		return User{}, err
+	}
+	name := strings.TrimSpace(in.DisplayName)
+	if utf8.RuneCountInString(name) > 200 {
+		return User{}, &InvalidInputError{Field: "display name", Reason: "is longer than 200 characters"}
+	}
+	sql, args, err := pg.SQ.Insert(usersTable.name).
+		Columns("user_id", "email", "display_name").
+		Values(NewUserID(), email, name).
+		Suffix("RETURNING " + userColumns).ToSql()
+	if err != nil {
+		return User{}, err
+	}
+	u, err := scanUser(r.db.QueryRow(ctx, sql, args...))
+	if err != nil {
+		if errors.Is(pg.MapError(err), pg.ErrUniqueViolation) {
+			return User{}, fmt.Errorf("%w: %s", ErrEmailTaken, email)
+		}
+		return User{}, fmt.Errorf("tenancy: create user: %w", err)
+	}
+	return u, nil
+}
+
+// ByID returns a user, or ErrNotFound.
+func (r *Users) ByID(ctx context.Context, id UserID) (User, error) {
+	if err := id.valid(); err != nil {
+		return User{}, err
+	}
+	return r.get(ctx, "user_id", id)
+}
+
+// ByEmail returns the user with the email, matched case-insensitively, or
+// ErrNotFound.
+func (r *Users) ByEmail(ctx context.Context, email string) (User, error) {
+	e, err := NormalizeEmail(email)
+	if err != nil {
+		return User{}, err
+	}
+	return r.get(ctx, "email", e)
+}
+
+func (r *Users) get(ctx context.Context, column string, value any) (User, error) {
+	sql, args, err := pg.SQ.Select(userColumns).From(usersTable.name).Where(column+" = ?", value).ToSql()
+	if err != nil {
+		return User{}, err
+	}
+	u, err := scanUser(r.db.QueryRow(ctx, sql, args...))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return User{}, ErrNotFound
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("tenancy: get user: %w", err)
+	}
+	return u, nil
+}
+
+// Delete removes a user and their memberships. The workspaces' own history
+// (usage, ledger) keeps the user's id and stays. It fails with
+// ErrLastOwner, changing nothing, while the user is the last owner of a
+// workspace: transfer or delete that workspace first.
+func (r *Users) Delete(ctx context.Context, id UserID) error {
+	if err := id.valid(); err != nil {
+		return err
+	}
+	sql, args, err := pg.SQ.Delete(usersTable.name).Where("user_id = ?", id).ToSql()
+	if err != nil {
+		return err
+	}
+	tag, err := r.db.Exec(ctx, sql, args...)
+	if err != nil {
+		return mapMembershipError(err, "delete user")
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
