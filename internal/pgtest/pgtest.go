@@ -97,6 +97,8 @@ type DB struct {
 	Pool *pgxpool.Pool
 	// Config is the Pool's configuration, for connecting again differently.
 	Config *pgxpool.Config
+	// Tracer checks every statement of the database's pools (NewDB only).
+	Tracer *TenantTracer
 }
 
 // NewDB returns a fresh database with every migration applied.
@@ -107,7 +109,14 @@ func NewDB(tb testing.TB) *DB {
 	if templateErr != nil {
 		tb.Fatalf("pgtest: build template: %v", templateErr)
 	}
-	return createDB(tb, "TEMPLATE "+quote(templateName))
+	db := createDB(tb, "TEMPLATE "+quote(templateName))
+	// Every pool of a migrated database checks that what the library sends
+	// stays within a tenant. The tracer's table list is read through a pool
+	// without it.
+	db.Tracer = newTenantTracer(tb, db)
+	db.Config.ConnConfig.Tracer = db.Tracer
+	db.Pool = db.Connect(tb, nil)
+	return db
 }
 
 // NewEmptyDB returns a fresh database without meterbase's schema, for tests
@@ -153,6 +162,13 @@ func (db *DB) Connect(tb testing.TB, configure func(*pgxpool.Config)) *pgxpool.P
 	}
 	tb.Cleanup(pool.Close)
 	return pool
+}
+
+// RawPool connects without the tenant tracer, for a test's own setup and
+// assertions in raw SQL (which need no tenant predicate).
+func (db *DB) RawPool(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	return db.Connect(tb, func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = nil })
 }
 
 // AppRole is the role AppPool connects as: it may log in and read and write

@@ -64,7 +64,7 @@ func TestAppPoolIsAnUnprivilegedRole(t *testing.T) {
 	require.NoError(t, app.QueryRow(ctx, `SELECT tableowner FROM pg_tables WHERE tablename = 'workspaces'`).Scan(&owner))
 	require.NotEqual(t, user, owner)
 	// It may read and write the tables, but not change the schema.
-	_, err := app.Exec(ctx, `SELECT count(*) FROM workspaces`)
+	_, err := app.Exec(ctx, `SELECT count(*) FROM users`)
 	require.NoError(t, err)
 	_, err = app.Exec(ctx, `ALTER TABLE workspaces ADD COLUMN x int`)
 	require.ErrorContains(t, err, "must be owner")

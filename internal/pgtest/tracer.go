@@ -1,0 +1,141 @@
+package pgtest
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// operatorMarker opens the statements of tenancy.Operator, the one door to
+// other tenants' rows; the tracer lets them through. (Kept as a literal:
+// pgtest cannot import tenancy, whose tests import pgtest.)
+const operatorMarker = "/* meterbase:operator */"
+
+var (
+	tableReference = regexp.MustCompile(`(?i)\b(?:from|join|into|update)\s+"?([a-z_][a-z0-9_]*)"?`)
+	tenantEquality = regexp.MustCompile(`(?i)\bworkspace_id"?\s*=\s*(?:\$\d+|@workspace_id\b)`)
+	tenantInsert   = regexp.MustCompile(`(?i)^\s*insert\s+into\s+"?[a-z_][a-z0-9_]*"?\s*\(\s*"?workspace_id"?\s*[,)]`)
+)
+
+// TenantTracer fails the test on any statement that touches a tenant table
+// (one with a workspace_id column) without a workspace_id = $n predicate,
+// or inserts into one without setting workspace_id. NewDB installs it on
+// every pool, so that every package's tests check every statement the
+// library sends.
+type TenantTracer struct {
+	tb     testing.TB
+	tables map[string]bool
+
+	mu       sync.Mutex
+	disabled bool
+	seen     int
+}
+
+// Disable stops the checks, for tests that remove the tenant predicate on
+// purpose to prove that row-level security holds alone.
+func (tr *TenantTracer) Disable() {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.disabled = true
+}
+
+// Checked returns how many statements on tenant tables the tracer passed.
+func (tr *TenantTracer) Checked() int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.seen
+}
+
+// Violation returns why sql breaks the rule, or "" when it does not.
+func (tr *TenantTracer) Violation(sql string) string {
+	if strings.HasPrefix(strings.TrimSpace(sql), operatorMarker) {
+		return ""
+	}
+	var touched []string
+	for _, m := range tableReference.FindAllStringSubmatch(sql, -1) {
+		if tr.tables[strings.ToLower(m[1])] {
+			touched = append(touched, m[1])
+		}
+	}
+	if len(touched) == 0 {
+		return ""
+	}
+	if tenantEquality.MatchString(sql) || tenantInsert.MatchString(sql) {
+		tr.mu.Lock()
+		tr.seen++
+		tr.mu.Unlock()
+		return ""
+	}
+	return "statement touches tenant table(s) " + strings.Join(touched, ", ") + " without a workspace_id = $n predicate"
+}
+
+func (tr *TenantTracer) check(sql string) {
+	tr.mu.Lock()
+	disabled := tr.disabled
+	tr.mu.Unlock()
+	if disabled {
+		return
+	}
+	if v := tr.Violation(sql); v != "" {
+		tr.tb.Errorf("pgtest: tenant tracer: %s:\n%s", v, sql)
+	}
+}
+
+func (tr *TenantTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	tr.check(data.SQL)
+	return ctx
+}
+
+func (tr *TenantTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (tr *TenantTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	for _, q := range data.Batch.QueuedQueries {
+		tr.check(q.SQL)
+	}
+	return ctx
+}
+
+func (tr *TenantTracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+
+func (tr *TenantTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+func (tr *TenantTracer) TraceCopyFromStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceCopyFromStartData) context.Context {
+	tr.mu.Lock()
+	disabled := tr.disabled
+	tr.mu.Unlock()
+	table := data.TableName[len(data.TableName)-1]
+	if disabled || !tr.tables[table] {
+		return ctx
+	}
+	for _, c := range data.ColumnNames {
+		if c == "workspace_id" {
+			return ctx
+		}
+	}
+	tr.tb.Errorf("pgtest: tenant tracer: COPY into tenant table %s without workspace_id", table)
+	return ctx
+}
+
+func (tr *TenantTracer) TraceCopyFromEnd(context.Context, *pgx.Conn, pgx.TraceCopyFromEndData) {}
+
+func newTenantTracer(tb testing.TB, db *DB) *TenantTracer {
+	tb.Helper()
+	rows, err := db.Pool.Query(context.Background(),
+		`SELECT DISTINCT table_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND column_name = 'workspace_id'`)
+	if err != nil {
+		tb.Fatalf("pgtest: list tenant tables: %v", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		tb.Fatalf("pgtest: list tenant tables: %v", err)
+	}
+	tables := make(map[string]bool, len(names))
+	for _, n := range names {
+		tables[n] = true
+	}
+	return &TenantTracer{tb: tb, tables: tables}
+}

@@ -1,0 +1,281 @@
+package tenancy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/meterbase/meterbase/internal/pgtest"
+	"github.com/meterbase/meterbase/tenancy"
+)
+
+func newUser(t *testing.T, db tenancy.DBTX, email string) tenancy.User {
+	t.Helper()
+	u, err := tenancy.NewUsers(db).Create(context.Background(), tenancy.NewUser{Email: email, DisplayName: email})
+	require.NoError(t, err)
+	return u
+}
+
+func tenantOf(t *testing.T, db tenancy.DBTX, ws tenancy.WorkspaceID) *tenancy.Tenant {
+	t.Helper()
+	scope, err := tenancy.NewScope(ws)
+	require.NoError(t, err)
+	tn, err := tenancy.NewTenant(db, scope)
+	require.NoError(t, err)
+	return tn
+}
+
+func TestUsers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	users := tenancy.NewUsers(db.Pool)
+
+	u, err := users.Create(ctx, tenancy.NewUser{Email: "  Ada@Example.COM ", DisplayName: " Ada "})
+	require.NoError(t, err)
+	require.Equal(t, "ada@example.com", u.Email)
+	require.Equal(t, "Ada", u.DisplayName)
+	require.False(t, u.ID.IsZero())
+	require.False(t, u.CreatedAt.IsZero())
+
+	_, err = users.Create(ctx, tenancy.NewUser{Email: "ADA@example.com"})
+	require.ErrorIs(t, err, tenancy.ErrEmailTaken)
+
+	got, err := users.ByEmail(ctx, "ada@EXAMPLE.com")
+	require.NoError(t, err)
+	require.Equal(t, u, got)
+	got, err = users.ByID(ctx, u.ID)
+	require.NoError(t, err)
+	require.Equal(t, u, got)
+
+	_, err = users.ByID(ctx, tenancy.NewUserID())
+	require.ErrorIs(t, err, tenancy.ErrNotFound)
+	_, err = users.ByEmail(ctx, "nobody@example.com")
+	require.ErrorIs(t, err, tenancy.ErrNotFound)
+
+	for _, bad := range []string{"", "no-at-sign", "@example.com", "a@", "a b@example.com", "a@b@c"} {
+		_, err := users.Create(ctx, tenancy.NewUser{Email: bad})
+		var inv *tenancy.InvalidInputError
+		require.ErrorAs(t, err, &inv, "%q", bad)
+		require.ErrorIs(t, err, tenancy.ErrInvalidInput)
+	}
+	_, err = users.ByID(ctx, tenancy.UserID{})
+	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
+
+	require.NoError(t, users.Delete(ctx, u.ID))
+	require.ErrorIs(t, users.Delete(ctx, u.ID), tenancy.ErrNotFound)
+}
+
+func TestWorkspaceLifecycle(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	owner := newUser(t, db.Pool, "owner@example.com")
+	member := newUser(t, db.Pool, "member@example.com")
+
+	ws, err := tenancy.CreateWorkspace(ctx, db.Pool, " Acme ", owner.ID)
+	require.NoError(t, err)
+	require.Equal(t, "Acme", ws.Name)
+	tn := tenantOf(t, db.Pool, ws.ID)
+
+	got, err := tn.Workspace(ctx)
+	require.NoError(t, err)
+	require.Equal(t, ws, got)
+
+	m, err := tn.Authorize(ctx, owner.ID, tenancy.RoleOwner)
+	require.NoError(t, err)
+	require.Equal(t, tenancy.RoleOwner, m.Role, "the creator is the first owner")
+
+	renamed, err := tn.RenameWorkspace(ctx, "Acme Inc")
+	require.NoError(t, err)
+	require.Equal(t, "Acme Inc", renamed.Name)
+	require.False(t, renamed.UpdatedAt.Before(ws.UpdatedAt))
+
+	_, err = tn.AddMember(ctx, member.ID, tenancy.RoleMember)
+	require.NoError(t, err)
+	_, err = tn.AddMember(ctx, member.ID, tenancy.RoleAdmin)
+	require.ErrorIs(t, err, tenancy.ErrAlreadyMember)
+	_, err = tn.AddMember(ctx, tenancy.NewUserID(), tenancy.RoleMember)
+	require.ErrorIs(t, err, tenancy.ErrNotFound)
+	_, err = tn.AddMember(ctx, member.ID, tenancy.Role("root"))
+	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
+
+	_, err = tenancy.CreateWorkspace(ctx, db.Pool, "Ghost", tenancy.NewUserID())
+	require.ErrorIs(t, err, tenancy.ErrNotFound, "the owner must exist")
+	_, err = tenancy.CreateWorkspace(ctx, db.Pool, "   ", owner.ID)
+	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
+
+	require.NoError(t, tn.DeleteWorkspace(ctx))
+	_, err = tn.Workspace(ctx)
+	require.ErrorIs(t, err, tenancy.ErrNotFound)
+	require.ErrorIs(t, tn.DeleteWorkspace(ctx), tenancy.ErrNotFound)
+	_, err = tn.AddMember(ctx, member.ID, tenancy.RoleMember)
+	require.ErrorIs(t, err, tenancy.ErrNotFound, "a deleted workspace takes no members")
+
+	// The memberships went with the workspace; the users stay.
+	raw := db.RawPool(t)
+	var n int
+	require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM memberships WHERE workspace_id = $1`, ws.ID).Scan(&n))
+	require.Zero(t, n)
+	_, err = tenancy.NewUsers(db.Pool).ByID(ctx, member.ID)
+	require.NoError(t, err)
+}
+
+func TestMembersAndRoles(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	owner := newUser(t, db.Pool, "owner@example.com")
+	admin := newUser(t, db.Pool, "admin@example.com")
+	member := newUser(t, db.Pool, "member@example.com")
+	stranger := newUser(t, db.Pool, "stranger@example.com")
+	ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Acme", owner.ID)
+	require.NoError(t, err)
+	tn := tenantOf(t, db.Pool, ws.ID)
+	_, err = tn.AddMember(ctx, admin.ID, tenancy.RoleAdmin)
+	require.NoError(t, err)
+	_, err = tn.AddMember(ctx, member.ID, tenancy.RoleMember)
+	require.NoError(t, err)
+
+	// Authorization.
+	_, err = tn.Authorize(ctx, admin.ID, tenancy.RoleAdmin)
+	require.NoError(t, err)
+	_, err = tn.Authorize(ctx, admin.ID, tenancy.RoleMember)
+	require.NoError(t, err)
+	_, err = tn.Authorize(ctx, member.ID, tenancy.RoleAdmin)
+	var forbidden *tenancy.ForbiddenError
+	require.ErrorAs(t, err, &forbidden)
+	require.Equal(t, tenancy.RoleMember, forbidden.Have)
+	require.Equal(t, tenancy.RoleAdmin, forbidden.Need)
+	require.ErrorIs(t, err, tenancy.ErrForbidden)
+	_, err = tn.Authorize(ctx, stranger.ID, tenancy.RoleMember)
+	require.ErrorIs(t, err, tenancy.ErrNotMember)
+
+	// The last owner can be neither demoted nor removed.
+	_, err = tn.SetMemberRole(ctx, owner.ID, tenancy.RoleAdmin)
+	require.ErrorIs(t, err, tenancy.ErrLastOwner)
+	require.ErrorIs(t, tn.RemoveMember(ctx, owner.ID), tenancy.ErrLastOwner)
+	require.ErrorIs(t, tenancy.NewUsers(db.Pool).Delete(ctx, owner.ID), tenancy.ErrLastOwner, "nor deleted as a user")
+
+	// With a second owner, the first may go.
+	m, err := tn.SetMemberRole(ctx, admin.ID, tenancy.RoleOwner)
+	require.NoError(t, err)
+	require.Equal(t, tenancy.RoleOwner, m.Role)
+	_, err = tn.SetMemberRole(ctx, owner.ID, tenancy.RoleMember)
+	require.NoError(t, err)
+	require.NoError(t, tn.RemoveMember(ctx, owner.ID))
+	require.ErrorIs(t, tn.RemoveMember(ctx, owner.ID), tenancy.ErrNotMember)
+	_, err = tn.SetMemberRole(ctx, stranger.ID, tenancy.RoleAdmin)
+	require.ErrorIs(t, err, tenancy.ErrNotMember)
+
+	got, err := tn.Member(ctx, member.ID)
+	require.NoError(t, err)
+	require.Equal(t, "member@example.com", got.Email)
+	require.Equal(t, tenancy.RoleMember, got.Role)
+	_, err = tn.Member(ctx, stranger.ID)
+	require.ErrorIs(t, err, tenancy.ErrNotMember)
+
+	// Deleting a user removes their memberships.
+	require.NoError(t, tenancy.NewUsers(db.Pool).Delete(ctx, member.ID))
+	_, err = tn.Member(ctx, member.ID)
+	require.ErrorIs(t, err, tenancy.ErrNotMember)
+}
+
+func TestListMembersPaginates(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	owner := newUser(t, db.Pool, "owner@example.com")
+	ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Acme", owner.ID)
+	require.NoError(t, err)
+	tn := tenantOf(t, db.Pool, ws.ID)
+	want := map[tenancy.UserID]bool{owner.ID: true}
+	for i := range 24 {
+		u := newUser(t, db.Pool, fmt.Sprintf("user%02d@example.com", i))
+		_, err := tn.AddMember(ctx, u.ID, tenancy.RoleMember)
+		require.NoError(t, err)
+		want[u.ID] = true
+	}
+
+	var seen []tenancy.Member
+	page := tenancy.Page{Limit: 10}
+	pages := 0
+	for {
+		list, err := tn.ListMembers(ctx, page)
+		require.NoError(t, err)
+		pages++
+		seen = append(seen, list.Members...)
+		if list.Next == "" {
+			break
+		}
+		page.Cursor = list.Next
+	}
+	require.Equal(t, 3, pages)
+	require.Len(t, seen, 25)
+	for i, m := range seen {
+		require.True(t, want[m.UserID])
+		delete(want, m.UserID)
+		if i > 0 {
+			require.Less(t, seen[i-1].UserID.String(), m.UserID.String(), "stable order")
+		}
+	}
+
+	_, err = tn.ListMembers(ctx, tenancy.Page{Limit: -1})
+	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
+	_, err = tn.ListMembers(ctx, tenancy.Page{Limit: tenancy.MaxPageLimit + 1})
+	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
+	_, err = tn.ListMembers(ctx, tenancy.Page{Cursor: "not-a-cursor"})
+	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
+}
+
+// Two owners removing each other at once: exactly one succeeds, and the
+// workspace keeps an owner. Run many rounds to give the race its chances.
+func TestLastOwnerUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	raw := db.RawPool(t)
+	for round := range 20 {
+		a := newUser(t, db.Pool, fmt.Sprintf("a%d@example.com", round))
+		b := newUser(t, db.Pool, fmt.Sprintf("b%d@example.com", round))
+		ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Race", a.ID)
+		require.NoError(t, err)
+		tn := tenantOf(t, db.Pool, ws.ID)
+		_, err = tn.AddMember(ctx, b.ID, tenancy.RoleOwner)
+		require.NoError(t, err)
+
+		ops := []func() error{
+			func() error { return tn.RemoveMember(ctx, a.ID) },
+			func() error { _, err := tn.SetMemberRole(ctx, b.ID, tenancy.RoleMember); return err },
+			func() error { return tenancy.NewUsers(db.Pool).Delete(ctx, a.ID) },
+		}
+		first, second := ops[round%3], ops[(round+1)%3]
+		if round%3 == 2 {
+			second = ops[1]
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		start := make(chan struct{})
+		for i, op := range []func() error{first, second} {
+			wg.Go(func() { <-start; errs[i] = op() })
+		}
+		close(start)
+		wg.Wait()
+
+		var owners int
+		require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM memberships WHERE workspace_id = $1 AND role = 'owner'`, ws.ID).Scan(&owners))
+		require.Equal(t, 1, owners, "round %d: errs %v", round, errs)
+		failed := 0
+		for _, err := range errs {
+			if err != nil {
+				require.True(t, errors.Is(err, tenancy.ErrLastOwner), "round %d: %v", round, err)
+				failed++
+			}
+		}
+		require.Equal(t, 1, failed, "round %d: exactly one of the two must be refused", round)
+	}
+}
