@@ -88,11 +88,11 @@ func checkFragments(what string, parts []string) error {
 
 // SelectBuilder builds a SELECT on a tenant table.
 type SelectBuilder struct {
-	t       *Tenant
-	table   Table
-	b       sq.SelectBuilder
-	wheres  []sq.Sqlizer
-	err     error
+	t      *Tenant
+	table  Table
+	b      sq.SelectBuilder
+	wheres []sq.Sqlizer
+	err    error
 }
 
 // Select starts a SELECT of columns (expressions are allowed) from table,
