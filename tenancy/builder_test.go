@@ -109,12 +109,12 @@ func TestUserScopedTable(t *testing.T) {
 	require.NoError(t, err)
 	sql, args, err := tenancy.SQLOf(tn.Select(notes, "body").Where("pinned"))
 	require.NoError(t, err)
-	require.Equal(t, "SELECT body FROM notes WHERE notes.user_id = $1 AND notes.workspace_id = $2 AND (pinned)", sql)
-	require.Equal(t, []any{usX, wsA}, args)
+	require.Equal(t, "SELECT body FROM notes WHERE notes.workspace_id = $1 AND notes.user_id = $2 AND (pinned)", sql)
+	require.Equal(t, []any{wsA, usX}, args)
 
 	sql, args, err = tenancy.SQLOf(tn.Insert(notes).Columns("body").Values("hi"))
 	require.NoError(t, err)
-	require.Equal(t, "INSERT INTO notes (workspace_id,user_id,body) VALUES ($1,$2,$3)", sql)
+	require.Equal(t, "INSERT INTO notes (workspace_id, user_id, body) VALUES ($1, $2, $3)", sql)
 	require.Equal(t, []any{wsA, usX, "hi"}, args)
 	_, _, err = tenancy.SQLOf(tn.Insert(notes).Columns("user_id", "body").Values(usX, "hi"))
 	require.ErrorIs(t, err, tenancy.ErrUnsafeSQL)
@@ -130,12 +130,12 @@ func TestWritesKeepTenantColumns(t *testing.T) {
 	sql, args, err := tenancy.SQLOf(tn.Insert(m).Columns("user_id", "role").Values(usX, "member").
 		OnConflictDoUpdate([]string{"user_id"}, "role").Returning("role"))
 	require.NoError(t, err)
-	require.Equal(t, "INSERT INTO memberships (workspace_id,user_id,role) VALUES ($1,$2,$3) ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = EXCLUDED.role RETURNING role", sql)
+	require.Equal(t, "INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, $3) ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = EXCLUDED.role RETURNING role", sql)
 	require.Equal(t, []any{wsA, usX, "member"}, args)
 
 	sql, _, err = tenancy.SQLOf(tn.Insert(m).SetMap(map[string]any{"user_id": usX, "role": "member"}).OnConflictDoNothing("user_id"))
 	require.NoError(t, err)
-	require.Equal(t, "INSERT INTO memberships (workspace_id,role,user_id) VALUES ($1,$2,$3) ON CONFLICT (workspace_id, user_id) DO NOTHING", sql)
+	require.Equal(t, "INSERT INTO memberships (workspace_id, role, user_id) VALUES ($1, $2, $3) ON CONFLICT (workspace_id, user_id) DO NOTHING", sql)
 
 	for name, err := range map[string]error{
 		"insert sets workspace_id":    errOf(tenancy.SQLOf(tn.Insert(m).Columns("workspace_id", "role").Values(wsA, "x"))),
