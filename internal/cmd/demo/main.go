@@ -1,0 +1,168 @@
+// Command demo runs meterbase's main job end to end against a real
+// PostgreSQL: it creates a scratch database, migrates it, creates users and
+// workspaces, shows the tenant boundary at work, and drops the database.
+//
+//	go run ./internal/cmd/demo
+//
+// The server is found as the tests find it: $DATABASE_URL, then
+// $MB_TEST_DATABASE_URL, then the local server on 127.0.0.1:5432, then a
+// throwaway container when a Docker engine answers. The URL's role must be
+// allowed to create databases.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/meterbase/meterbase/internal/pgserver"
+	"github.com/meterbase/meterbase/migrations"
+	"github.com/meterbase/meterbase/tenancy"
+)
+
+func main() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := run(ctx, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, out io.Writer) (err error) {
+	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+
+	server, err := pgserver.Find(ctx, "DATABASE_URL", "MB_TEST_DATABASE_URL")
+	if err != nil {
+		return err
+	}
+	defer server.Close(context.WithoutCancel(ctx)) //nolint:errcheck
+	say("server: %s", server.Source)
+
+	name := fmt.Sprintf("meterbase_demo_%d_%d", os.Getpid(), time.Now().UnixNano()%1_000_000)
+	admin, err := pgx.Connect(ctx, server.URL)
+	if err != nil {
+		return err
+	}
+	defer admin.Close(context.WithoutCancel(ctx))
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return fmt.Errorf("create database: %w", err)
+	}
+	say("created database %s", name)
+	defer func() {
+		_, dropErr := admin.Exec(context.WithoutCancel(ctx), "DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+		if dropErr == nil {
+			say("dropped database %s", name)
+		}
+		err = errors.Join(err, dropErr)
+	}()
+
+	cfg, err := pgxpool.ParseConfig(server.URL)
+	if err != nil {
+		return err
+	}
+	cfg.ConnConfig.Database = name
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	// 1. What a host does at startup.
+	res, err := migrations.Migrate(ctx, pool, nil)
+	if err != nil {
+		return err
+	}
+	say("migrated from version %d to %d", res.From, res.To)
+
+	// 2. Users are global; workspaces are tenants.
+	users := tenancy.NewUsers(pool)
+	people := map[string]tenancy.User{}
+	for _, email := range []string{"ada@example.com", "grace@example.com", "linus@example.com", "barbara@example.com"} {
+		u, err := users.Create(ctx, tenancy.NewUser{Email: email})
+		if err != nil {
+			return err
+		}
+		people[email] = u
+	}
+	say("created %d users", len(people))
+
+	acme, err := tenancy.CreateWorkspace(ctx, pool, "Acme", people["ada@example.com"].ID)
+	if err != nil {
+		return err
+	}
+	globex, err := tenancy.CreateWorkspace(ctx, pool, "Globex", people["barbara@example.com"].ID)
+	if err != nil {
+		return err
+	}
+	say("created workspaces %q (owner ada) and %q (owner barbara)", acme.Name, globex.Name)
+
+	// 3. Everything about Acme goes through Acme's tenant handle.
+	scope, err := tenancy.NewScope(acme.ID)
+	if err != nil {
+		return err
+	}
+	tn, err := tenancy.NewTenant(pool, scope)
+	if err != nil {
+		return err
+	}
+	if _, err := tn.AddMember(ctx, people["grace@example.com"].ID, tenancy.RoleAdmin); err != nil {
+		return err
+	}
+	if _, err := tn.AddMember(ctx, people["linus@example.com"].ID, tenancy.RoleMember); err != nil {
+		return err
+	}
+	list, err := tn.ListMembers(ctx, tenancy.Page{})
+	if err != nil {
+		return err
+	}
+	say("members of %s:", acme.Name)
+	for _, m := range list.Members {
+		say("  %-22s %s", m.Email, m.Role)
+	}
+
+	// 4. The rules hold.
+	_, err = tn.Authorize(ctx, people["linus@example.com"].ID, tenancy.RoleAdmin)
+	say("may linus administer Acme? %v", describe(err))
+	_, err = tn.Authorize(ctx, people["barbara@example.com"].ID, tenancy.RoleMember)
+	say("may barbara (of Globex) read Acme? %v", describe(err))
+	err = tn.RemoveMember(ctx, people["ada@example.com"].ID)
+	say("remove Acme's only owner? %v", describe(err))
+	err = tn.RemoveMember(ctx, people["barbara@example.com"].ID)
+	say("remove Globex's owner through Acme's handle? %v", describe(err))
+
+	// 5. An admin view across tenants, behind the operator handle.
+	op, err := tenancy.NewOperator(pool, "demo: list every workspace")
+	if err != nil {
+		return err
+	}
+	all, err := op.ListWorkspaces(ctx, tenancy.Page{})
+	if err != nil {
+		return err
+	}
+	say("operator (%s) sees %d workspaces", op.Reason(), len(all.Workspaces))
+
+	migrator, err := migrations.New(pool, nil)
+	if err != nil {
+		return err
+	}
+	st, err := migrator.Status(ctx)
+	if err != nil {
+		return err
+	}
+	say("schema at version %d of %d, dirty=%v, pending=%d", st.Version, st.Latest, st.Dirty, len(st.Pending))
+	return nil
+}
+
+func describe(err error) string {
+	if err == nil {
+		return "yes"
+	}
+	return "no: " + err.Error()
+}

@@ -1,0 +1,26 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestDemo(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), &out))
+	for _, want := range []string{
+		"migrated from version 0 to",
+		"linus@example.com      member",
+		"may linus administer Acme? no:",
+		"may barbara (of Globex) read Acme? no: tenancy: not a member",
+		"remove Acme's only owner? no: tenancy: a workspace must keep at least one owner",
+		"operator (demo: list every workspace) sees 2 workspaces",
+		"dirty=false, pending=0",
+		"dropped database meterbase_demo_",
+	} {
+		require.Contains(t, out.String(), want)
+	}
+}
