@@ -18,7 +18,16 @@ import (
 )
 
 // LocalURL is the server every development machine of the project runs.
+// $MB_TEST_LOCAL_URL replaces it, for a machine whose server listens
+// elsewhere.
 const LocalURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+func localURL() string {
+	if url := os.Getenv("MB_TEST_LOCAL_URL"); url != "" {
+		return url
+	}
+	return LocalURL
+}
 
 // ContainerImage is started when neither an URL nor the local server answers.
 const ContainerImage = "postgres:15-alpine"
@@ -59,11 +68,12 @@ func Find(ctx context.Context, envVars ...string) (*Server, error) {
 	if len(envVars) > 0 {
 		tried = append(tried, "$"+strings.Join(envVars, ", $")+": not set")
 	}
-	localErr := ping(ctx, LocalURL)
+	local := localURL()
+	localErr := ping(ctx, local)
 	if localErr == nil {
-		return &Server{URL: LocalURL, Source: "local"}, nil
+		return &Server{URL: local, Source: "local"}, nil
 	}
-	tried = append(tried, fmt.Sprintf("%s: %v", LocalURL, localErr))
+	tried = append(tried, fmt.Sprintf("%s: %v", local, localErr))
 
 	srv, err := startContainer(ctx)
 	if err == nil {

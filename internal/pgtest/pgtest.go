@@ -1,7 +1,8 @@
 // Package pgtest gives each test a database of its own on a real PostgreSQL
 // server, found as pgserver.Find does ($MB_TEST_DATABASE_URL, the local
 // server, then testcontainers). Without a server the tests skip, unless
-// CI=true, where they fail.
+// CI=true, where they fail; a URL that is given but does not answer fails
+// them everywhere.
 //
 // Migrated databases are cloned from a template that this test process
 // migrates once, named after a hash of the migration files, so a test pays
@@ -13,6 +14,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -83,7 +85,8 @@ func requireServer(tb testing.TB) {
 		tb.Fatal("pgtest: call pgtest.Main(m) from the package's TestMain, so that its databases are dropped")
 	}
 	if err := setup(); err != nil {
-		if os.Getenv("CI") == "true" {
+		// A URL that was given but does not answer is a failure anywhere.
+		if os.Getenv("CI") == "true" || !errors.Is(err, pgserver.ErrNoServer) {
 			tb.Fatalf("pgtest: CI=true and %v", err)
 		}
 		tb.Skipf("pgtest: skipping, %v (set %s to a server's URL to run these tests)", err, EnvURL)
