@@ -170,3 +170,30 @@ func TestWritesKeepTenantColumns(t *testing.T) {
 }
 
 func errOf(_ string, _ []any, err error) error { return err }
+
+func TestSelectClauses(t *testing.T) {
+	t.Parallel()
+	tn := offlineTenant(t)
+	sql, args, err := tenancy.SQLOf(tn.Select(tenancy.MembershipsTable, "role", "count(*)").
+		LeftJoin(tenancy.WorkspacesTable, "workspaces.name <> ?", "x").
+		Where(map[string]any{"role": []string{"admin", "member"}}).
+		GroupBy("role").OrderBy("role").Limit(10).Offset(20).ForUpdate())
+	require.NoError(t, err)
+	require.Equal(t, "SELECT role, count(*) FROM memberships "+
+		"LEFT JOIN workspaces ON workspaces.workspace_id = memberships.workspace_id AND (workspaces.name <> $1) "+
+		"WHERE memberships.workspace_id = $2 AND (role IN ($3,$4)) GROUP BY role ORDER BY role LIMIT 10 OFFSET 20 FOR UPDATE", sql)
+	require.Equal(t, []any{"x", wsA, "admin", "member"}, args)
+
+	sql, args, err = tenancy.SQLOf(tn.Insert(tenancy.MembershipsTable).Columns("user_id", "role").
+		Values(usX, "member").Values(usX, "admin"))
+	require.NoError(t, err)
+	require.Equal(t, "INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, $3), ($4, $5, $6)", sql)
+	require.Equal(t, []any{wsA, usX, "member", wsA, usX, "admin"}, args)
+
+	// Builders are values: a derived builder does not change its parent.
+	base := tn.Select(tenancy.MembershipsTable, "role")
+	_ = base.Where("role = ?", "owner")
+	sql, _, err = tenancy.SQLOf(base)
+	require.NoError(t, err)
+	require.Equal(t, "SELECT role FROM memberships WHERE memberships.workspace_id = $1", sql)
+}
