@@ -14,7 +14,7 @@ import (
 
 type constraint struct {
 	Table, Name, Type, RefTable string
-	Columns, RefColumns        []string
+	Columns, RefColumns         []string
 }
 
 func loadConstraints(t *testing.T, db pgtest.DB) []constraint {
