@@ -10,6 +10,8 @@ var (
 	ErrDirty = errors.New("migrations: database is dirty")
 	// ErrAhead matches an *AheadError with errors.Is.
 	ErrAhead = errors.New("migrations: database is newer than this binary")
+	// ErrLockTimeout matches a *LockTimeoutError with errors.Is.
+	ErrLockTimeout = errors.New("migrations: lock timeout")
 )
 
 // DirtyError means a migration stopped part-way at Version and the schema is
@@ -53,3 +55,31 @@ func (e *FileError) Error() string {
 }
 
 func (e *FileError) Unwrap() error { return e.Err }
+
+// LockTimeoutError means a migration file gave up waiting for a lock on a
+// table it changes (SQLSTATE 55P03), because another session held a
+// conflicting lock for longer than the file's lock_timeout. The file ran as
+// one transaction, so nothing was changed and the database is clean at the
+// previous version: run the migrations again once that session has finished
+// (a long transaction, a report, a VACUUM FULL, another migration). Waiting
+// longer is not the answer: while a migration waits for its lock, every query
+// on that table queues behind it.
+//
+// It arrives wrapped in a *FileError that names the file.
+type LockTimeoutError struct {
+	Timeout string // the file's lock_timeout, e.g. "5s"; "" if it set none
+	Err     error  // the Postgres error
+}
+
+func (e *LockTimeoutError) Error() string {
+	timeout := e.Timeout
+	if timeout == "" {
+		timeout = "the session's"
+	}
+	return fmt.Sprintf("lock timeout: gave up after lock_timeout %s waiting for a lock on a table that another session is using; "+
+		"nothing was changed, run the migrations again once that session has finished (%v)", timeout, e.Err)
+}
+
+func (e *LockTimeoutError) Is(target error) bool { return target == ErrLockTimeout }
+
+func (e *LockTimeoutError) Unwrap() error { return e.Err }

@@ -1,8 +1,10 @@
 package migrations
 
 import (
+	"fmt"
 	"io/fs"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -19,8 +21,14 @@ func NewWithFS(tb testing.TB, pool *pgxpool.Pool, cfg *Config, fsys fs.FS) *Migr
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m.fsys, m.migrations = fsys, list
+	m.migrations = list
 	return m
+}
+
+// SetLockTimeout makes every file m runs wait at most d for a lock instead
+// of the lock_timeout the file sets, so that lock tests run quickly.
+func SetLockTimeout(m *Migrator, d time.Duration) {
+	m.lockTimeout = fmt.Sprintf("%dms", d.Milliseconds())
 }
 
 var Load = load

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"io/fs"
 	"log/slog"
 	"regexp"
 	"strings"
@@ -27,8 +26,9 @@ import (
 	"github.com/golang-migrate/migrate/v4"
 	"github.com/golang-migrate/migrate/v4/database"
 	pgxmigrate "github.com/golang-migrate/migrate/v4/database/pgx/v5"
-	"github.com/golang-migrate/migrate/v4/source/iofs"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 )
@@ -53,8 +53,10 @@ type Migrator struct {
 	schema     string // "" means the current schema, resolved per run
 	table      string
 	log        *slog.Logger
-	fsys       fs.FS // FS(), or a test's own files
-	migrations []Migration
+	migrations []Migration // List(), or a test's own files
+	// lockTimeout, when set, replaces the lock_timeout of every file
+	// (tests only: the files' own SET LOCAL lines are the production value).
+	lockTimeout string
 }
 
 var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -72,7 +74,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Migrator, error) {
 	if cfg == nil {
 		cfg = &Config{}
 	}
-	m := &Migrator{pool: pool, schema: cfg.Schema, table: cfg.Table, log: cfg.Logger, fsys: FS(), migrations: List()}
+	m := &Migrator{pool: pool, schema: cfg.Schema, table: cfg.Table, log: cfg.Logger, migrations: List()}
 	if m.table == "" {
 		m.table = DefaultTable
 	}
@@ -326,13 +328,17 @@ func (m *Migrator) explain(mig *migrate.Migrate, before, after *Status, runErr e
 		failed, clean, direction = after.Version+1, after.Version+1, "down"
 	}
 	var file File
-	if failed >= 1 && int(failed) <= len(m.migrations) {
-		file = m.migrations[failed-1].Up
+	if list := m.runnable(); failed >= 1 && int(failed) <= len(list) {
+		file = list[failed-1].Up
 		if direction == "down" {
-			file = m.migrations[failed-1].Down
+			file = list[failed-1].Down
 		}
 	}
-	ferr := &FileError{Version: failed, Path: file.Path, Err: runErr}
+	cause := queryCause(runErr)
+	if pgErr := (*pgconn.PgError)(nil); errors.As(cause, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable {
+		cause = &LockTimeoutError{Timeout: lockTimeoutOf(file.SQL), Err: cause}
+	}
+	ferr := &FileError{Version: failed, Path: file.Path, Err: cause}
 	if file.Path == "" || !isTransactional(file.SQL) {
 		return ferr
 	}
@@ -346,11 +352,45 @@ func (m *Migrator) explain(mig *migrate.Migrate, before, after *Status, runErr e
 	return ferr
 }
 
-func (m *Migrator) newMigrate(schema string) (*migrate.Migrate, error) {
-	src, err := iofs.New(m.fsys, ".")
-	if err != nil {
-		return nil, fmt.Errorf("migrations: open embedded files: %w", err)
+// runnable returns the migrations exactly as they will be sent to Postgres.
+func (m *Migrator) runnable() []Migration {
+	if m.lockTimeout == "" {
+		return m.migrations
 	}
+	return withLockTimeout(m.migrations, m.lockTimeout)
+}
+
+// queryCause digs the Postgres error out of golang-migrate's database.Error,
+// whose message repeats the whole file, and says on which line it failed.
+func queryCause(err error) error {
+	var dbErr database.Error
+	if ptr := (*database.Error)(nil); errors.As(err, &ptr) && ptr != nil {
+		dbErr = *ptr
+	} else if !errors.As(err, &dbErr) {
+		return err
+	}
+	if dbErr.OrigErr == nil {
+		return err
+	}
+	var detail string
+	var positioned bool // golang-migrate says line 1 when Postgres gave no position
+	if pgErr := (*pgconn.PgError)(nil); errors.As(dbErr.OrigErr, &pgErr) {
+		positioned = pgErr.Position > 0
+		if pgErr.Detail != "" {
+			detail = " (" + pgErr.Detail + ")"
+		}
+	}
+	if positioned && dbErr.Line > 0 {
+		return fmt.Errorf("line %d: %w%s", dbErr.Line, dbErr.OrigErr, detail)
+	}
+	if detail != "" {
+		return fmt.Errorf("%w%s", dbErr.OrigErr, detail)
+	}
+	return dbErr.OrigErr
+}
+
+func (m *Migrator) newMigrate(schema string) (*migrate.Migrate, error) {
+	src := listSource{m.runnable()}
 	// Closing this *sql.DB (golang-migrate does) leaves the pool open.
 	db := stdlib.OpenDBFromPool(m.pool)
 	drv, err := pgxmigrate.WithInstance(db, &pgxmigrate.Config{MigrationsTable: m.table, SchemaName: schema})
@@ -358,7 +398,7 @@ func (m *Migrator) newMigrate(schema string) (*migrate.Migrate, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("migrations: open version table: %w", err)
 	}
-	mig, err := migrate.NewWithInstance("iofs", src, "pgx5", drv)
+	mig, err := migrate.NewWithInstance("meterbase", src, "pgx5", drv)
 	if err != nil {
 		_ = drv.Close()
 		return nil, fmt.Errorf("migrations: %w", err)

@@ -238,6 +238,7 @@ func TestFailedMigrationRollsBackCleanly(t *testing.T) {
 	require.Equal(t, uint(2), fileErr.Version)
 	require.Equal(t, "0002_b.up.sql", fileErr.Path)
 	require.Contains(t, err.Error(), "division by zero")
+	require.NotContains(t, err.Error(), "CREATE TABLE b", "the error names the file; it does not repeat it")
 
 	st, err := m.Status(ctx)
 	require.NoError(t, err)
@@ -247,10 +248,27 @@ func TestFailedMigrationRollsBackCleanly(t *testing.T) {
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT to_regclass('b') IS NOT NULL`).Scan(&b))
 	require.False(t, b, "the failed file's first statement must be rolled back with it")
 
+	// The fixed file ships in a new binary, which retries.
 	fsys["0002_b.up.sql"] = &fstest.MapFile{Data: []byte("CREATE TABLE b (id int);")}
+	m = migrations.NewWithFS(t, db.Pool, nil, fsys)
 	res, err := m.Up(ctx)
 	require.NoError(t, err)
 	require.Equal(t, migrations.Result{From: 1, To: 2}, *res)
+}
+
+// A failed file's error names the line Postgres points at.
+func TestFileErrorNamesTheLine(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewEmptyDB(t)
+	fsys := fstest.MapFS{
+		"0001_a.up.sql":   {Data: []byte("-- changes: a\nCREATE TABLE a (id int);\nSELECT missing FROM a;")},
+		"0001_a.down.sql": {Data: []byte("DROP TABLE a;")},
+	}
+	_, err := migrations.NewWithFS(t, db.Pool, nil, fsys).Up(context.Background())
+	var fileErr *migrations.FileError
+	require.ErrorAs(t, err, &fileErr)
+	require.EqualError(t, err, `migrations: 0001_a.up.sql (version 1) failed: line 3: ERROR: column "missing" does not exist (SQLSTATE 42703)`)
+	require.NotErrorIs(t, err, migrations.ErrLockTimeout)
 }
 
 // A file that cannot run as a transaction may have done part of its work,
