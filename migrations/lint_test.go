@@ -1,9 +1,13 @@
 package migrations_test
 
 import (
+	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -12,7 +16,7 @@ import (
 
 // headerKeys must open every migration file: what a host's DBA needs to
 // judge the file before it runs on a large, busy database.
-var headerKeys = []string{"changes", "locks", "rewrites", "large-table cost", "down loses data", "rollback"}
+var headerKeys = []string{"changes", "locks", "rewrites", "scans", "large-table cost", "down loses data", "rollback"}
 
 func TestLintMigrationFiles(t *testing.T) {
 	t.Parallel()
@@ -28,16 +32,77 @@ func TestLintMigrationFiles(t *testing.T) {
 			if strings.Contains(strings.ToUpper(f.SQL), "CONCURRENTLY") {
 				require.Len(t, statements, 1, "%s: a CONCURRENTLY statement must stand alone in its file", f.Path)
 				require.False(t, migrations.IsTransactional(f.SQL))
+				require.Contains(t, f.SQL, "-- squawk-disable-assume-in-transaction", "%s: tell squawk this file runs outside a transaction", f.Path)
 			} else {
 				require.True(t, migrations.IsTransactional(f.SQL))
+				require.NotContains(t, f.SQL, "squawk-disable-assume-in-transaction", "%s: this file runs as one transaction", f.Path)
 				// A file that runs as one transaction must not leave a busy
-				// table's queries queued behind its locks.
-				require.Contains(t, f.SQL, "SET LOCAL lock_timeout", "%s: set a lock_timeout", f.Path)
-				require.Contains(t, f.SQL, "SET LOCAL statement_timeout", "%s: set a statement_timeout", f.Path)
+				// table's queries queued behind its locks: it bounds its lock
+				// waits and its run time before anything else, with SET LOCAL
+				// (a plain SET would outlive the file on the host's pooled
+				// connection), in the exact form the migrator's tests rewrite.
+				require.GreaterOrEqual(t, len(statements), 3, "%s", f.Path)
+				lock := lockTimeoutLine.FindStringSubmatch(statements[0] + ";")
+				require.NotNil(t, lock, "%s: the first statement must be SET LOCAL lock_timeout = '...'", f.Path)
+				stmt := statementTimeoutLine.FindStringSubmatch(statements[1] + ";")
+				require.NotNil(t, stmt, "%s: the second statement must be SET LOCAL statement_timeout = '...'", f.Path)
+				require.Len(t, lockTimeoutLine.FindAllString(f.SQL, -1), 1, "%s: one lock_timeout", f.Path)
+				lockTimeout, statementTimeout := pgDuration(t, lock[1]), pgDuration(t, stmt[1])
+				require.True(t, lockTimeout > 0 && lockTimeout <= 10*time.Second,
+					"%s: lock_timeout %s: queries queue behind a waiting migration for this long; keep it within 10s", f.Path, lock[1])
+				require.True(t, statementTimeout > 0 && statementTimeout <= 10*time.Minute,
+					"%s: statement_timeout %s: a file that needs longer must be split (batches, NOT VALID + VALIDATE, CONCURRENTLY)", f.Path, stmt[1])
+			}
+			// Adding a constraint NOT VALID only pays off when VALIDATE
+			// runs in a later transaction, under a weaker lock.
+			if strings.Contains(strings.ToUpper(f.SQL), "NOT VALID") {
+				require.NotContains(t, strings.ToUpper(f.SQL), "VALIDATE CONSTRAINT", "%s: VALIDATE a NOT VALID constraint in a later migration", f.Path)
 			}
 			require.NotContains(t, strings.ToUpper(f.SQL), "BEGIN;", "%s: files run as one transaction already", f.Path)
 			require.NotContains(t, strings.ToLower(f.SQL), "search_path", "%s: migrations never set search_path", f.Path)
 		}
+	}
+}
+
+var (
+	lockTimeoutLine      = regexp.MustCompile(`(?m)^SET LOCAL lock_timeout = '([^']*)';`)
+	statementTimeoutLine = regexp.MustCompile(`(?m)^SET LOCAL statement_timeout = '([^']*)';`)
+	pgDurationText       = regexp.MustCompile(`^(\d+)(ms|s|min)$`)
+)
+
+// pgDuration reads the few duration forms the migration files use.
+func pgDuration(t *testing.T, s string) time.Duration {
+	t.Helper()
+	m := pgDurationText.FindStringSubmatch(s)
+	require.NotNil(t, m, "duration %q: write it as Nms, Ns or Nmin", s)
+	n, err := strconv.Atoi(m[1])
+	require.NoError(t, err)
+	unit := map[string]time.Duration{"ms": time.Millisecond, "s": time.Second, "min": time.Minute}[m[2]]
+	return time.Duration(n) * unit
+}
+
+// Every squawk rule left off, for every file or for one statement, is
+// explained in .squawk.toml.
+func TestSquawkExceptionsDocumented(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../.squawk.toml")
+	require.NoError(t, err)
+	config := string(raw)
+	excluded := regexp.MustCompile(`(?m)^excluded_rules\s*=\s*\[([^\]]*)\]`).FindStringSubmatch(config)
+	require.NotNil(t, excluded, ".squawk.toml: list the excluded rules, even when there are none")
+	rules := regexp.MustCompile(`"([a-z-]+)"`).FindAllStringSubmatch(excluded[1], -1)
+	ignore := regexp.MustCompile(`(?m)^\s*-- squawk-ignore(?:-file)? (.+)$`)
+	for _, m := range migrations.List() {
+		for _, f := range []migrations.File{m.Up, m.Down} {
+			for _, line := range ignore.FindAllStringSubmatch(f.SQL, -1) {
+				for rule := range strings.SplitSeq(line[1], ",") {
+					rules = append(rules, []string{"", strings.TrimSpace(rule)})
+				}
+			}
+		}
+	}
+	for _, r := range rules {
+		require.Regexp(t, `(?m)^#.*\b`+regexp.QuoteMeta(r[1])+`\b`, config, ".squawk.toml: say why squawk's %s is left off", r[1])
 	}
 }
 

@@ -1,6 +1,7 @@
 -- changes: creates the tenancy tables: users (global), workspaces (one row per tenant) and memberships (who belongs to which workspace, with a role).
 -- locks: none on existing tables; the new tables are created empty.
 -- rewrites: none.
+-- scans: none; the tables are new and empty.
 -- large-table cost: constant; nothing existing is read or written.
 -- down loses data: yes; the down migration drops these tables with every user, workspace and membership in them.
 -- rollback: before any tenant data is written, run the down migration; afterwards roll forward with a new migration instead.

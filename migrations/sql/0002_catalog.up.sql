@@ -1,8 +1,9 @@
 -- changes: creates the global catalog: operation_types (the kinds of AI operation the usage history records, seeded with built-ins) and features (a feature key mapped to an operation type and a price in credit units).
 -- locks: none on existing tables; the new tables are created and seeded in this transaction.
 -- rewrites: none.
+-- scans: none; the tables are new, and only the seed rows are written.
 -- large-table cost: constant; nothing existing is read or written.
--- down loses data: yes; host-defined operation types and every feature are deleted.
+-- down loses data: yes; the down migration drops both tables, with every feature, every host-defined operation type and any change made to the built-in ones.
 -- rollback: before features are defined, run the down migration; afterwards roll forward with a new migration instead.
 SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '60s';

@@ -1,6 +1,7 @@
 -- changes: drops the last-owner trigger on memberships and its function.
--- locks: SHARE ROW EXCLUSIVE on memberships while the trigger is dropped (moments).
+-- locks: ACCESS EXCLUSIVE on memberships while the trigger is dropped, until the file commits (moments; reads and writes to memberships wait).
 -- rewrites: none.
+-- scans: none.
 -- large-table cost: constant.
 -- down loses data: no.
 -- rollback: the up migration recreates the trigger.

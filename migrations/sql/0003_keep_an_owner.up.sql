@@ -1,7 +1,8 @@
 -- changes: adds a trigger on memberships that refuses to remove or demote a workspace's last owner, whatever the path (the library, a deleted user's cascade, raw SQL).
--- locks: SHARE ROW EXCLUSIVE on memberships while the trigger is created (moments; writes to memberships wait, reads do not).
+-- locks: SHARE ROW EXCLUSIVE on memberships while the trigger is created, until the file commits (moments; writes to memberships wait, reads do not).
 -- rewrites: none.
--- large-table cost: constant; creating a trigger neither scans nor rewrites.
+-- scans: none; existing memberships are not checked.
+-- large-table cost: constant; creating a trigger neither scans nor rewrites, and existing workspaces without an owner are left as they are. Afterwards, removing or demoting an owner also touches its workspace row and looks for another owner (an index lookup).
 -- down loses data: no; the down migration drops the trigger and its function only.
 -- rollback: run the down migration; nothing else depends on the trigger.
 SET LOCAL lock_timeout = '5s';

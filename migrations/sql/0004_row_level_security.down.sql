@@ -1,6 +1,7 @@
 -- changes: drops the row-level security policies and their functions, and disables row security on workspaces and memberships.
--- locks: ACCESS EXCLUSIVE on workspaces and memberships (moments; no scan).
+-- locks: ACCESS EXCLUSIVE on memberships, then workspaces, until the file commits (moments; no scan; reads and writes to both tables wait).
 -- rewrites: none.
+-- scans: none.
 -- large-table cost: constant.
 -- down loses data: no.
 -- rollback: the up migration restores the policies.

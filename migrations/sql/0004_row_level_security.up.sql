@@ -1,6 +1,7 @@
 -- changes: enables row-level security on the tenant tables (workspaces, memberships), with policies keyed on the transaction-local settings meterbase.workspace_id, meterbase.user_id and meterbase.operator that the tenancy handles set. Roles that own the tables or have BYPASSRLS are not affected; the host's application role is.
--- locks: ACCESS EXCLUSIVE on workspaces and memberships while row security is enabled and policies are created (moments; no scan).
+-- locks: ACCESS EXCLUSIVE on workspaces, then memberships, while row security is enabled and policies are created, until the file commits (moments; no scan; reads and writes to both tables wait).
 -- rewrites: none.
+-- scans: none; policies apply to later queries only.
 -- large-table cost: constant to apply; afterwards every query by a non-owner role is filtered by the policies, which the tenant indexes serve.
 -- down loses data: no; the down migration drops the policies and disables row security.
 -- rollback: run the down migration; the tables are then guarded by the tenant handle alone.
