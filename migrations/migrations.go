@@ -11,6 +11,16 @@
 // resolve first on their search_path; a host that wants them elsewhere sets
 // search_path on its pool. Config.Schema only chooses where the version
 // table lives.
+//
+// Before an upgrade reaches a large, busy database, Migrator.Plan (or
+// PlanBetween, offline) is the dry run: the files that would run, in order,
+// each opening with a header of its risks (locks, rewrites, scans, cost on a
+// large table, whether the down migration loses data, the rollback plan),
+// and Plan.String is the exact SQL. Every file bounds its lock waits with
+// SET LOCAL lock_timeout, so a busy table fails it fast with ErrLockTimeout
+// and leaves the database clean for a retry, instead of queueing the
+// table's queries behind it. The rules migration authors follow are in the
+// README.md next to this file.
 package migrations
 
 import (

@@ -1,0 +1,124 @@
+package migrations
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Direction says which way a Step runs a migration.
+type Direction string
+
+const (
+	DirectionUp   Direction = "up"
+	DirectionDown Direction = "down"
+)
+
+// Step is one migration file that a Plan would run.
+type Step struct {
+	Version   uint      // the migration's version (NNNN)
+	Name      string    // the migration's name, e.g. "tenancy"
+	Direction Direction // DirectionUp runs File = Up, DirectionDown runs File = Down
+	From, To  uint      // the database's version before and after the step
+	// File is the file that would run; File.SQL is the exact text sent to
+	// Postgres and File.Header its risks (see the migrations README).
+	File File
+}
+
+// Transactional reports whether the step runs as one transaction, which
+// either commits whole or leaves nothing behind. Only a file with CREATE
+// INDEX CONCURRENTLY does not.
+func (s Step) Transactional() bool { return isTransactional(s.File.SQL) }
+
+// Plan is what a Migrator would do, in order, without doing it: a dry run
+// for a host's DBA to review before an upgrade reaches a large, busy
+// database. Its String is the SQL script that would run.
+type Plan struct {
+	From  uint // the database's version now
+	To    uint // its version after the plan has run
+	Steps []Step
+}
+
+// Plan reads the database's version and returns what Up would run. A dirty
+// or newer-than-binary database is refused with the typed error Up would
+// return. Plan changes nothing and takes no lock, so a run that starts later
+// may find a different version.
+func (m *Migrator) Plan(ctx context.Context) (*Plan, error) {
+	return m.PlanTo(ctx, uint(len(m.migrations)))
+}
+
+// PlanTo returns what To(ctx, version) would run, up or down.
+func (m *Migrator) PlanTo(ctx context.Context, version uint) (*Plan, error) {
+	st, err := m.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.check(); err != nil {
+		return nil, err
+	}
+	return planBetween(m.runnable(), st.Version, version)
+}
+
+// PlanBetween returns the plan that takes a database at version from to
+// version to with the migrations embedded in this binary, without asking any
+// database: for reviewing an upgrade offline, from the version a production
+// database reports.
+func PlanBetween(from, to uint) (*Plan, error) {
+	return planBetween(List(), from, to)
+}
+
+func planBetween(list []Migration, from, to uint) (*Plan, error) {
+	latest := uint(len(list))
+	if from > latest || to > latest {
+		return nil, fmt.Errorf("%w: cannot plan from version %d to %d; the latest is %d", ErrInvalidConfig, from, to, latest)
+	}
+	p := &Plan{From: from, To: to}
+	for v := from + 1; v <= to; v++ {
+		mig := list[v-1]
+		p.Steps = append(p.Steps, Step{Version: v, Name: mig.Name, Direction: DirectionUp, From: v - 1, To: v, File: mig.Up})
+	}
+	for v := from; v > to; v-- {
+		mig := list[v-1]
+		p.Steps = append(p.Steps, Step{Version: v, Name: mig.Name, Direction: DirectionDown, From: v, To: v - 1, File: mig.Down})
+	}
+	return p, nil
+}
+
+// String renders the plan as a SQL script: a preamble, then every file
+// exactly as it would be sent, each headed by a comment naming it.
+func (p *Plan) String() string {
+	var b strings.Builder
+	_, _ = p.WriteTo(&b)
+	return b.String()
+}
+
+// WriteTo writes String's script to w.
+func (p *Plan) WriteTo(w io.Writer) (int64, error) {
+	var b strings.Builder
+	if len(p.Steps) == 0 {
+		fmt.Fprintf(&b, "-- meterbase migration plan: the database is at version %d; nothing to run.\n", p.From)
+	} else {
+		fmt.Fprintf(&b, "-- meterbase migration plan: version %d to %d, %d file(s).\n", p.From, p.To, len(p.Steps))
+		b.WriteString(`--
+-- Each file below is sent to PostgreSQL as one query string, exactly as
+-- printed. A file without CREATE INDEX CONCURRENTLY runs as one implicit
+-- transaction: it commits whole or not at all, and its SET LOCAL settings
+-- end with it (to run one by hand, use psql --single-transaction --file).
+-- After each file meterbase records the new version in its version table.
+`)
+		for _, s := range p.Steps {
+			mode := "one transaction"
+			if !s.Transactional() {
+				mode = "not a transaction: commits as it goes"
+			}
+			fmt.Fprintf(&b, "\n-- ==> %s: version %d to %d (%s)\n", s.File.Path, s.From, s.To, mode)
+			b.WriteString(s.File.SQL)
+			if !strings.HasSuffix(s.File.SQL, "\n") {
+				b.WriteByte('\n')
+			}
+		}
+	}
+	n, err := io.WriteString(w, b.String())
+	return int64(n), err
+}
