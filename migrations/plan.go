@@ -11,8 +11,8 @@ import (
 type Direction string
 
 const (
-	DirectionUp   Direction = "up"
-	DirectionDown Direction = "down"
+	DirectionUp   Direction = "up"   // the step applies the migration's up file
+	DirectionDown Direction = "down" // the step applies the migration's down file
 )
 
 // Step is one migration file that a Plan would run.
