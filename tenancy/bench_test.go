@@ -98,7 +98,7 @@ func BenchmarkPointRead(b *testing.B) {
 func reportClientCPU(b *testing.B) func() {
 	start := processCPU(b)
 	return func() {
-		b.ReportMetric(float64((processCPU(b) - start).Nanoseconds())/float64(b.N), "client-cpu-ns/op")
+		b.ReportMetric(float64((processCPU(b)-start).Nanoseconds())/float64(b.N), "client-cpu-ns/op")
 	}
 }
 
