@@ -192,6 +192,27 @@ func (p Page) limit() (int, error) {
 	return p.Limit, nil
 }
 
+// bounds validates the page: its limit, and the id its cursor says the
+// previous page ended at (uuid.Nil for the first page).
+func (p Page) bounds() (limit int, after uuid.UUID, err error) {
+	if limit, err = p.limit(); err != nil {
+		return 0, uuid.Nil, err
+	}
+	if p.Cursor != "" {
+		after, err = decodeCursor(p.Cursor)
+	}
+	return limit, after, err
+}
+
+// trimPage cuts items, fetched with one more than limit, to the page and
+// returns the cursor of the next one ("" when there is none).
+func trimPage[T any](items []T, limit int, id func(T) uuid.UUID) ([]T, string) {
+	if len(items) <= limit {
+		return items, ""
+	}
+	return items[:limit], encodeCursor(id(items[limit-1]))
+}
+
 // MemberList is a page of members and the cursor of the next page, "" after
 // the last.
 type MemberList struct {
@@ -203,16 +224,12 @@ type MemberList struct {
 // one page at a time. Pages stay consistent while members come and go: a
 // cursor is the last user id seen, not an offset.
 func (t *Tenant) ListMembers(ctx context.Context, page Page) (MemberList, error) {
-	limit, err := page.limit()
+	limit, after, err := page.bounds()
 	if err != nil {
 		return MemberList{}, err
 	}
 	q := t.membersQuery().OrderBy("memberships.user_id").Limit(uint64(limit) + 1)
-	if page.Cursor != "" {
-		after, err := decodeCursor(page.Cursor)
-		if err != nil {
-			return MemberList{}, err
-		}
+	if after != uuid.Nil {
 		q = q.Where(sq.Gt{"memberships.user_id": UserIDFromUUID(after)})
 	}
 	rows, err := q.Query(ctx)
@@ -223,11 +240,8 @@ func (t *Tenant) ListMembers(ctx context.Context, page Page) (MemberList, error)
 	if err != nil {
 		return MemberList{}, fmt.Errorf("tenancy: list members: %w", err)
 	}
-	list := MemberList{Members: members}
-	if len(members) > limit {
-		list.Members = members[:limit]
-		list.Next = encodeCursor(members[limit-1].UserID.UUID())
-	}
+	var list MemberList
+	list.Members, list.Next = trimPage(members, limit, func(m Member) uuid.UUID { return m.UserID.UUID() })
 	return list, nil
 }
 

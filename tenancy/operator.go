@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	sq "github.com/Masterminds/squirrel"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/meterbase/meterbase/internal/pg"
@@ -63,17 +64,13 @@ type WorkspaceList struct {
 // ListWorkspaces lists every tenant's workspace, oldest first, a page at a
 // time.
 func (o *Operator) ListWorkspaces(ctx context.Context, page Page) (WorkspaceList, error) {
-	limit, err := page.limit()
+	limit, after, err := page.bounds()
 	if err != nil {
 		return WorkspaceList{}, err
 	}
 	q := pg.SQ.Select(workspaceColumns).From(workspacesTable.name).
 		Prefix(strings.TrimSpace(OperatorMarker)).OrderBy("workspace_id").Limit(uint64(limit) + 1)
-	if page.Cursor != "" {
-		after, err := decodeCursor(page.Cursor)
-		if err != nil {
-			return WorkspaceList{}, err
-		}
+	if after != uuid.Nil {
 		q = q.Where(sq.Gt{"workspace_id": WorkspaceIDFromUUID(after)})
 	}
 	sql, args, err := q.ToSql()
@@ -92,10 +89,7 @@ func (o *Operator) ListWorkspaces(ctx context.Context, page Page) (WorkspaceList
 	if err != nil {
 		return WorkspaceList{}, fmt.Errorf("tenancy: operator list workspaces: %w", err)
 	}
-	if len(list.Workspaces) > limit {
-		list.Workspaces = list.Workspaces[:limit]
-		list.Next = encodeCursor(list.Workspaces[limit-1].ID.UUID())
-	}
+	list.Workspaces, list.Next = trimPage(list.Workspaces, limit, func(w Workspace) uuid.UUID { return w.ID.UUID() })
 	return list, nil
 }
 
