@@ -180,12 +180,7 @@ func (st *Status) check() error {
 
 // Up applies every pending migration.
 func (m *Migrator) Up(ctx context.Context) (*Result, error) {
-	return m.run(ctx, func(st *Status, mig *migrate.Migrate) error {
-		if len(st.Pending) == 0 {
-			return nil
-		}
-		return mig.Up()
-	})
+	return m.run(ctx, func(st *Status) uint { return st.Latest })
 }
 
 // Down rolls back the newest steps migrations (fewer if fewer are applied).
@@ -195,9 +190,7 @@ func (m *Migrator) Down(ctx context.Context, steps int) (*Result, error) {
 	if steps < 1 {
 		return nil, fmt.Errorf("%w: steps must be at least 1, got %d", ErrInvalidConfig, steps)
 	}
-	return m.run(ctx, func(st *Status, mig *migrate.Migrate) error {
-		return m.migrateTo(mig, int(st.Version)-min(steps, int(st.Version)), st)
-	})
+	return m.run(ctx, func(st *Status) uint { return st.Version - min(uint(steps), st.Version) })
 }
 
 // To migrates up or down to version; 0 removes meterbase from the database.
@@ -205,9 +198,7 @@ func (m *Migrator) To(ctx context.Context, version uint) (*Result, error) {
 	if version > uint(len(m.migrations)) {
 		return nil, fmt.Errorf("%w: version %d does not exist; the latest is %d", ErrInvalidConfig, version, len(m.migrations))
 	}
-	return m.run(ctx, func(st *Status, mig *migrate.Migrate) error {
-		return m.migrateTo(mig, int(version), st)
-	})
+	return m.run(ctx, func(*Status) uint { return version })
 }
 
 func (m *Migrator) migrateTo(mig *migrate.Migrate, version int, st *Status) error {
@@ -238,13 +229,28 @@ func (m *Migrator) Force(ctx context.Context, version uint) error {
 }
 
 // run takes the lock, refuses a dirty or newer database, and runs step.
-func (m *Migrator) run(ctx context.Context, step func(*Status, *migrate.Migrate) error) (*Result, error) {
-	return m.locked(ctx, func(conn *pgx.Conn, st *Status, mig *migrate.Migrate) error {
+// run takes the lock, refuses a dirty or newer database, and migrates to
+// the version target names. A run that ctx stopped between files short of
+// its target is an error, never a success.
+func (m *Migrator) run(ctx context.Context, target func(*Status) uint) (*Result, error) {
+	var want uint
+	res, err := m.locked(ctx, func(conn *pgx.Conn, st *Status, mig *migrate.Migrate) error {
 		if err := st.check(); err != nil {
 			return err
 		}
-		return step(st, mig)
+		want = target(st)
+		return m.migrateTo(mig, int(want), st)
 	})
+	if err != nil {
+		return res, err
+	}
+	if res.To != want {
+		if cerr := ctx.Err(); cerr != nil {
+			return res, fmt.Errorf("migrations: stopped at version %d short of %d: %w", res.To, want, cerr)
+		}
+		return res, fmt.Errorf("migrations: stopped at version %d short of %d", res.To, want)
+	}
+	return res, nil
 }
 
 // locked runs fn while this process holds the migration advisory lock, with
@@ -306,11 +312,8 @@ func (m *Migrator) locked(ctx context.Context, fn func(*pgx.Conn, *Status, *migr
 	if runErr != nil {
 		return nil, m.explain(mig, before, after, runErr)
 	}
-	if err := ctx.Err(); err != nil && after.Version != before.Version && len(after.Pending) > 0 {
-		return &Result{From: before.Version, To: after.Version}, fmt.Errorf("migrations: stopped at version %d: %w", after.Version, err)
-	}
 	if after.Version == 0 && before.Version != 0 {
-		if _, err := conn.Exec(ctx, `DROP TABLE IF EXISTS `+quote(schema)+"."+quote(m.table)); err != nil {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS `+quote(schema)+"."+quote(m.table)); err != nil {
 			return nil, fmt.Errorf("migrations: drop version table: %w", err)
 		}
 	}

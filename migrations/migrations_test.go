@@ -2,12 +2,13 @@ package migrations_test
 
 import (
 	"context"
-	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -83,10 +84,9 @@ func TestUpDownUpAtEveryVersion(t *testing.T) {
 		require.Equal(t, mig.Version-1, res.To)
 		require.Equal(t, schemas[mig.Version-1], pgtest.Schema(t, db.Pool), "down from %d", mig.Version)
 
-		_, err = m.Up(ctx)
+		res, err = m.To(ctx, mig.Version)
 		require.NoError(t, err)
-		_, err = m.To(ctx, mig.Version)
-		require.NoError(t, err)
+		require.Equal(t, migrations.Result{From: mig.Version - 1, To: mig.Version}, *res)
 		require.Equal(t, up, pgtest.Schema(t, db.Pool), "up again to %d", mig.Version)
 		schemas = append(schemas, up)
 	}
@@ -330,7 +330,7 @@ func TestWaitForLockEndsWithContext(t *testing.T) {
 	defer cancel()
 	_, err = second.Up(waitCtx)
 	require.Error(t, err)
-	require.True(t, errors.Is(err, context.DeadlineExceeded) || waitCtx.Err() != nil, "got %v", err)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.Contains(t, err.Error(), "migration lock")
 
 	require.NoError(t, tx.Rollback(ctx))
@@ -378,4 +378,43 @@ func TestInvalidConfig(t *testing.T) {
 	single := db.Connect(t, func(c *pgxpool.Config) { c.MaxConns = 1 })
 	_, err = migrations.New(single, nil)
 	require.ErrorIs(t, err, migrations.ErrInvalidConfig)
+}
+
+// cancelOn cancels a context when the pool sends a statement containing
+// needle: a way to end the caller's context at an exact point of a run.
+type cancelOn struct {
+	needle string
+	cancel context.CancelFunc
+}
+
+func (c cancelOn) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.Contains(d.SQL, c.needle) {
+		c.cancel()
+	}
+	return ctx
+}
+
+func (c cancelOn) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// A context that ends after the lock is taken but before the first file
+// runs stops the run, and the caller hears of it: a host must never start
+// against a schema that was not brought up to date.
+func TestCancelledRunIsNotSuccess(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewEmptyDB(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pool := db.Connect(t, func(c *pgxpool.Config) {
+		// golang-migrate asks for the database's name once it has the lock.
+		c.ConnConfig.Tracer = cancelOn{needle: "CURRENT_DATABASE", cancel: cancel}
+	})
+	res, err := migrations.Migrate(ctx, pool, nil)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Contains(t, err.Error(), "short of")
+	require.Less(t, res.To, uint(len(migrations.List())))
+
+	st, err := newMigrator(t, db.Pool, nil).Status(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, res.To, st.Version)
+	require.False(t, st.Dirty)
 }

@@ -3,6 +3,8 @@ package tenancy
 import (
 	"errors"
 	"fmt"
+
+	"github.com/meterbase/meterbase/internal/pg"
 )
 
 var (
@@ -67,3 +69,30 @@ func (e *ForbiddenError) Error() string {
 }
 
 func (e *ForbiddenError) Is(target error) bool { return target == ErrForbidden }
+
+// Errors of the statements a Tenant runs, translated from Postgres. A
+// statement that finds no row for QueryRow gives ErrNotFound.
+var (
+	// ErrRetryable is a serialization failure or a deadlock: the transaction
+	// lost a race with a concurrent one and may succeed if run again.
+	ErrRetryable = pg.ErrSerialization
+	// ErrLockTimeout means a lock was not granted within lock_timeout.
+	ErrLockTimeout = pg.ErrLockNotAvailable
+	// The constraint kinds; a *ConstraintError names the constraint.
+	ErrUniqueViolation     = pg.ErrUniqueViolation
+	ErrForeignKeyViolation = pg.ErrForeignKeyViolation
+	ErrCheckViolation      = pg.ErrCheckViolation
+	ErrNotNullViolation    = pg.ErrNotNullViolation
+)
+
+// ConstraintError is a violated constraint: its kind (errors.Is
+// ErrUniqueViolation and the like), table and name.
+type ConstraintError = pg.ConstraintError
+
+func mapError(err error) error {
+	err = pg.MapError(err)
+	if err == pg.ErrNoRows {
+		return ErrNotFound
+	}
+	return err
+}

@@ -116,7 +116,7 @@ func (t *Tenant) SetMemberRole(ctx context.Context, user UserID, role Role) (Mem
 	}
 	m, err := scanMembership(t.Update(membershipsTable).Set("role", role).Set("updated_at", pg.Now).
 		Where(sq.Eq{"user_id": user}).Returning(membershipColumns).QueryRow(ctx))
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, ErrNotFound) {
 		return Membership{}, ErrNotMember
 	}
 	if err != nil {
@@ -160,7 +160,7 @@ func (t *Tenant) Member(ctx context.Context, user UserID) (Member, error) {
 		return Member{}, err
 	}
 	m, err := scanMember(t.membersQuery().Where(sq.Eq{"memberships.user_id": user}).QueryRow(ctx))
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, ErrNotFound) {
 		return Member{}, ErrNotMember
 	}
 	if err != nil {
@@ -269,7 +269,7 @@ func (t *Tenant) Authorize(ctx context.Context, user UserID, min Role) (Membersh
 		return Membership{}, err
 	}
 	m, err := scanMembership(t.Select(membershipsTable, membershipColumns).Where(sq.Eq{"user_id": user}).QueryRow(ctx))
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, ErrNotFound) {
 		return Membership{}, ErrNotMember
 	}
 	if err != nil {

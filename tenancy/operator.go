@@ -48,10 +48,19 @@ func (o *Operator) Reason() string { return o.reason }
 // only, so nothing it could send would write.
 func (o *Operator) read(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return pg.InTx(ctx, o.db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT set_config('`+settingOperator+`', $1, true), set_config('`+settingWorkspace+`', '', true), set_config('`+settingUser+`', '', true)`, o.reason); err != nil {
+		if _, err := tx.Exec(ctx, OperatorMarker+`SELECT set_config('`+settingOperator+`', $1, true), set_config('`+settingWorkspace+`', '', true), set_config('`+settingUser+`', '', true)`, o.reason); err != nil {
 			return err
 		}
-		return fn(tx)
+		if err := fn(tx); err != nil {
+			return err
+		}
+		// In the host's transaction the operator's reach would outlast the
+		// call; take it back before the savepoint is released.
+		if inHostTx(o.db) {
+			_, err := tx.Exec(ctx, OperatorMarker+resetContextSQL)
+			return err
+		}
+		return nil
 	})
 }
 
@@ -108,7 +117,7 @@ func (o *Operator) WorkspaceOf(ctx context.Context, id WorkspaceID) (Workspace, 
 		ws, err = scanWorkspace(tx.QueryRow(ctx, sql, args...))
 		return err
 	})
-	if errors.Is(err, pgx.ErrNoRows) {
+	if err = mapError(err); errors.Is(err, ErrNotFound) {
 		return Workspace{}, ErrNotFound
 	}
 	if err != nil {

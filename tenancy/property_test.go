@@ -72,7 +72,7 @@ func FuzzWherePredicate(f *testing.F) {
 		}
 		requireTenantHolds(t, sql, args, prefix)
 
-		sql, args, err = tenancy.SQLOf(tn.Delete(tenancy.MembershipsTable).Where(pred))
+		sql, args, err = tenancy.SQLOf(tn.Delete(tenancy.MembershipsTable).Where(pred).Where(pred, 1).All())
 		require.NoError(t, err)
 		requireTenantHolds(t, sql, args, "DELETE FROM memberships WHERE memberships.workspace_id = $1")
 	})

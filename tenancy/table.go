@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // TableScope says which tenant columns a table carries.
@@ -43,8 +44,15 @@ func DefineTable(name string, scope TableScope) Table {
 	if scope < Global || scope > UserScoped {
 		panic(fmt.Sprintf("tenancy: table %q has no scope", name))
 	}
+	if scope != Global {
+		tenantTables.Store(name, true)
+	}
 	return Table{name: name, scope: scope}
 }
+
+// tenantTables holds the name of every tenant table defined, for the checks
+// of hand-written SQL.
+var tenantTables sync.Map
 
 // Name returns the table's name.
 func (t Table) Name() string { return t.name }
@@ -82,40 +90,3 @@ var (
 	membershipsTable = DefineTable("memberships", WorkspaceScoped)
 	usersTable       = DefineTable("users", Global)
 )
-
-// checkFragment refuses caller SQL that could break out of the parentheses
-// the handle puts around it: unbalanced parentheses, statement separators,
-// comments, and $n placeholders (which would defeat squirrel's numbering).
-// Quoted literals and identifiers are skipped.
-func checkFragment(what, sql string) error {
-	depth := 0
-	for i := 0; i < len(sql); i++ {
-		switch c := sql[i]; c {
-		case '\'', '"':
-			end := strings.IndexByte(sql[i+1:], c)
-			if end < 0 {
-				return fmt.Errorf("%w: %s %q has an unterminated quote", ErrUnsafeSQL, what, sql)
-			}
-			i += end + 1 // a doubled quote re-enters this case as a new, empty literal
-		case '(':
-			depth++
-		case ')':
-			depth--
-			if depth < 0 {
-				return fmt.Errorf("%w: %s %q closes a parenthesis it did not open", ErrUnsafeSQL, what, sql)
-			}
-		case ';':
-			return fmt.Errorf("%w: %s %q contains ';'", ErrUnsafeSQL, what, sql)
-		case '$':
-			return fmt.Errorf("%w: %s %q contains '$'; use ? placeholders", ErrUnsafeSQL, what, sql)
-		case '-', '/':
-			if i+1 < len(sql) && ((c == '-' && sql[i+1] == '-') || (c == '/' && sql[i+1] == '*')) {
-				return fmt.Errorf("%w: %s %q contains a comment", ErrUnsafeSQL, what, sql)
-			}
-		}
-	}
-	if depth != 0 {
-		return fmt.Errorf("%w: %s %q leaves a parenthesis open", ErrUnsafeSQL, what, sql)
-	}
-	return nil
-}

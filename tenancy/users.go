@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -34,6 +35,14 @@ type Users struct{ db DBTX }
 // NewUsers returns the users repository over db.
 func NewUsers(db DBTX) *Users { return &Users{db: db} }
 
+// checkDB refuses a repository made without a connection.
+func (r *Users) checkDB() error {
+	if r == nil || r.db == nil {
+		return &InvalidInputError{Field: "db", Reason: "is nil; make the repository with NewUsers(db)"}
+	}
+	return nil
+}
+
 const userColumns = "user_id, email, display_name, created_at"
 
 func scanUser(row pgx.Row) (User, error) {
@@ -53,7 +62,7 @@ func NormalizeEmail(email string) (string, error) {
 		return "", &InvalidInputError{Field: "email", Reason: "is longer than 320 bytes"}
 	case !ok || local == "" || domain == "" || strings.Contains(domain, "@"):
 		return "", &InvalidInputError{Field: "email", Reason: fmt.Sprintf("%q is not of the form name@domain", email)}
-	case strings.ContainsAny(e, " \t\r\n"):
+	case strings.ContainsFunc(e, unicode.IsSpace):
 		return "", &InvalidInputError{Field: "email", Reason: fmt.Sprintf("%q contains white space", email)}
 	}
 	return e, nil
@@ -61,6 +70,9 @@ func NormalizeEmail(email string) (string, error) {
 
 // Create adds a user. ErrEmailTaken if another user has the email.
 func (r *Users) Create(ctx context.Context, in NewUser) (User, error) {
+	if err := r.checkDB(); err != nil {
+		return User{}, err
+	}
 	email, err := NormalizeEmail(in.Email)
 	if err != nil {
 		return User{}, err
@@ -78,7 +90,7 @@ func (r *Users) Create(ctx context.Context, in NewUser) (User, error) {
 	}
 	u, err := scanUser(r.db.QueryRow(ctx, sql, args...))
 	if err != nil {
-		if errors.Is(pg.MapError(err), pg.ErrUniqueViolation) {
+		if err = mapError(err); errors.Is(err, ErrUniqueViolation) {
 			return User{}, fmt.Errorf("%w: %s", ErrEmailTaken, email)
 		}
 		return User{}, fmt.Errorf("tenancy: create user: %w", err)
@@ -105,12 +117,15 @@ func (r *Users) ByEmail(ctx context.Context, email string) (User, error) {
 }
 
 func (r *Users) get(ctx context.Context, column string, value any) (User, error) {
+	if err := r.checkDB(); err != nil {
+		return User{}, err
+	}
 	sql, args, err := pg.SQ.Select(userColumns).From(usersTable.name).Where(column+" = ?", value).ToSql()
 	if err != nil {
 		return User{}, err
 	}
 	u, err := scanUser(r.db.QueryRow(ctx, sql, args...))
-	if errors.Is(err, pgx.ErrNoRows) {
+	if err = mapError(err); errors.Is(err, ErrNotFound) {
 		return User{}, ErrNotFound
 	}
 	if err != nil {
@@ -124,6 +139,9 @@ func (r *Users) get(ctx context.Context, column string, value any) (User, error)
 // ErrLastOwner, changing nothing, while the user is the last owner of a
 // workspace: transfer or delete that workspace first.
 func (r *Users) Delete(ctx context.Context, id UserID) error {
+	if err := r.checkDB(); err != nil {
+		return err
+	}
 	if err := id.valid(); err != nil {
 		return err
 	}

@@ -74,7 +74,7 @@ func CreateWorkspace(ctx context.Context, db DBTX, name string, owner UserID) (W
 // Workspace returns the tenant's workspace, or ErrNotFound once deleted.
 func (t *Tenant) Workspace(ctx context.Context) (Workspace, error) {
 	ws, err := scanWorkspace(t.Select(workspacesTable, workspaceColumns).QueryRow(ctx))
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, ErrNotFound) {
 		return Workspace{}, ErrNotFound
 	}
 	if err != nil {
@@ -90,9 +90,9 @@ func (t *Tenant) RenameWorkspace(ctx context.Context, name string) (Workspace, e
 		return Workspace{}, err
 	}
 	ws, err := scanWorkspace(t.Update(workspacesTable).
-		Set("name", n).Set("updated_at", pg.Now).
+		Set("name", n).Set("updated_at", pg.Now).All().
 		Returning(workspaceColumns).QueryRow(ctx))
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, ErrNotFound) {
 		return Workspace{}, ErrNotFound
 	}
 	if err != nil {
@@ -104,7 +104,7 @@ func (t *Tenant) RenameWorkspace(ctx context.Context, name string) (Workspace, e
 // DeleteWorkspace deletes the workspace and, by cascade, everything it owns:
 // memberships, credits, usage history.
 func (t *Tenant) DeleteWorkspace(ctx context.Context) error {
-	tag, err := t.Delete(workspacesTable).Exec(ctx)
+	tag, err := t.Delete(workspacesTable).All().Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("tenancy: delete workspace: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -75,6 +76,9 @@ func setup() error {
 		}
 		admin, setupErr = pgxpool.New(ctx, server.URL)
 		prefix = fmt.Sprintf("mbt_%d_", os.Getpid())
+		if setupErr == nil && server.Source == "local" {
+			sweepOrphans(ctx)
+		}
 	})
 	return setupErr
 }
@@ -86,7 +90,10 @@ func requireServer(tb testing.TB) {
 	}
 	if err := setup(); err != nil {
 		// A URL that was given but does not answer is a failure anywhere.
-		if os.Getenv("CI") == "true" || !errors.Is(err, pgserver.ErrNoServer) {
+		if !errors.Is(err, pgserver.ErrNoServer) {
+			tb.Fatalf("pgtest: %v", err)
+		}
+		if os.Getenv("CI") == "true" {
 			tb.Fatalf("pgtest: CI=true and %v", err)
 		}
 		tb.Skipf("pgtest: skipping, %v (set %s to a server's URL to run these tests)", err, EnvURL)
@@ -247,6 +254,44 @@ func buildTemplate() (string, error) {
 		return "", err
 	}
 	return name, nil
+}
+
+// orphanName matches the databases and roles of a test process: mbt_<pid>_...
+var orphanName = regexp.MustCompile(`^mbt_(\d+)_`)
+
+// sweepOrphans drops what test processes that died before their cleanup
+// (a crash, a kill) left on the local server: databases and roles whose
+// process no longer runs on this machine. It only looks at the local
+// server, whose test processes are this machine's.
+func sweepOrphans(ctx context.Context) {
+	dead := func(name string) bool {
+		m := orphanName.FindStringSubmatch(name)
+		if m == nil {
+			return false
+		}
+		_, err := os.Stat("/proc/" + m[1])
+		return errors.Is(err, os.ErrNotExist)
+	}
+	rows, err := admin.Query(ctx, `SELECT datname FROM pg_database WHERE datname LIKE 'mbt\_%'`)
+	if err != nil {
+		return
+	}
+	dbs, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+	for _, name := range dbs {
+		if dead(name) {
+			_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+quote(name)+" WITH (FORCE)")
+		}
+	}
+	rows, err = admin.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname LIKE 'mbt\_%'`)
+	if err != nil {
+		return
+	}
+	roles, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+	for _, name := range roles {
+		if dead(name) {
+			_, _ = admin.Exec(ctx, "DROP ROLE IF EXISTS "+quote(name))
+		}
+	}
 }
 
 func teardown() error {

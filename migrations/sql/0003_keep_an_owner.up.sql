@@ -8,8 +8,14 @@
 SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '60s';
 
+-- SECURITY DEFINER: the trigger runs as the tables' owner, whom row-level
+-- security does not filter, so it sees the workspace and its owners even
+-- when the statement that fired it could not (a user deleted by the
+-- application role, whose cascade reaches every workspace of the user's).
+-- Its search_path is pinned to the one this migration runs with, where the
+-- tables are.
 CREATE FUNCTION meterbase_keep_an_owner() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     -- Touching the workspace row queues concurrent removals of its owners
     -- behind each other: the second one waits for the first to commit, then

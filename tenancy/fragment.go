@@ -1,0 +1,177 @@
+package tenancy
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Caller SQL fragments (predicates, columns, join conditions, ORDER BY,
+// SET expressions...) are code the host's programmers write, never user
+// input: values always travel as arguments. The checks below are a guard
+// against mistakes that would let a fragment reach beyond the tenant, and
+// row-level security stands behind them for what no lexer can see.
+
+// deniedWords may not appear outside quotes in a fragment: each starts a
+// query or a write of its own (a subquery reads other tenants' rows as
+// easily as the tenant's), or changes the row-level security settings.
+var deniedWords = map[string]bool{
+	"select": true, "table": true, "values": true, "with": true,
+	"insert": true, "update": true, "delete": true, "merge": true, "into": true,
+	"set_config": true,
+}
+
+// scanFragment checks caller SQL and counts its placeholders. It refuses
+// what could break out of the parentheses the handle puts around it, or
+// out of the statement: unbalanced parentheses, ';', comments, '$' (dollar
+// quotes and numbered placeholders), backslashes (E” strings escape quotes
+// with them, and so do plain strings on a server without
+// standard_conforming_strings), subqueries and writes (deniedWords), and the
+// functions that run SQL given as text (query_to_xml and kin). '?' is a
+// placeholder; '??' is a literal question mark (squirrel's convention).
+func scanFragment(what, sql string) (placeholders int, err error) {
+	fail := func(reason string) (int, error) {
+		return 0, fmt.Errorf("%w: %s %q %s", ErrUnsafeSQL, what, sql, reason)
+	}
+	if strings.IndexByte(sql, '\\') >= 0 {
+		return fail("contains a backslash")
+	}
+	depth := 0
+	for i := 0; i < len(sql); i++ {
+		c := sql[i]
+		switch {
+		case c == '\'' || c == '"':
+			end := strings.IndexByte(sql[i+1:], c)
+			if end < 0 {
+				return fail("has an unterminated quote")
+			}
+			i += end + 1 // a doubled quote re-enters here as a new, empty literal
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+			if depth < 0 {
+				return fail("closes a parenthesis it did not open")
+			}
+		case c == ';':
+			return fail("contains ';'")
+		case c == '$':
+			return fail("contains '$'; use ? placeholders")
+		case (c == '-' && i+1 < len(sql) && sql[i+1] == '-') || (c == '/' && i+1 < len(sql) && sql[i+1] == '*'):
+			return fail("contains a comment")
+		case c == '?':
+			if i+1 < len(sql) && sql[i+1] == '?' {
+				i++
+				continue
+			}
+			placeholders++
+		case isWordStart(c):
+			j := i + 1
+			for j < len(sql) && isWordPart(sql[j]) {
+				j++
+			}
+			word := strings.ToLower(sql[i:j])
+			if deniedWords[word] || strings.Contains(word, "_to_xml") {
+				return fail(fmt.Sprintf("contains %q; a fragment may not run a query or change settings of its own", word))
+			}
+			i = j - 1
+		}
+	}
+	if depth != 0 {
+		return fail("leaves a parenthesis open")
+	}
+	return placeholders, nil
+}
+
+func isWordStart(c byte) bool {
+	return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80
+}
+
+func isWordPart(c byte) bool { return isWordStart(c) || (c >= '0' && c <= '9') }
+
+// checkFragment checks a fragment that takes no arguments.
+func checkFragment(what, sql string) error {
+	n, err := scanFragment(what, sql)
+	if err == nil && n > 0 {
+		err = fmt.Errorf("%w: %s %q has a ? placeholder but takes no arguments", ErrUnsafeSQL, what, sql)
+	}
+	return err
+}
+
+// newFragment checks a fragment and that its placeholders and arguments
+// pair up one to one, so that no argument can slide into another
+// fragment's placeholder (the tenant's, say).
+func newFragment(what, sql string, args []any) (fragment, error) {
+	n, err := scanFragment(what, sql)
+	if err != nil {
+		return fragment{}, err
+	}
+	if n != len(args) {
+		return fragment{}, fmt.Errorf("%w: %s %q has %d placeholder(s) for %d argument(s)", ErrUnsafeSQL, what, sql, n, len(args))
+	}
+	return fragment{sql: sql, args: args}, nil
+}
+
+// fragment is checked SQL with ? placeholders and exactly one argument per
+// placeholder.
+type fragment struct {
+	sql  string
+	args []any
+}
+
+// statementWriter assembles a statement, numbering placeholders $1, $2...
+// as it writes them, so every argument lands exactly where its fragment
+// put it.
+type statementWriter struct {
+	sb   strings.Builder
+	args []any
+}
+
+func (w *statementWriter) write(parts ...string) {
+	for _, p := range parts {
+		w.sb.WriteString(p)
+	}
+}
+
+func (w *statementWriter) list(items []string) {
+	for i, item := range items {
+		if i > 0 {
+			w.sb.WriteString(", ")
+		}
+		w.sb.WriteString(item)
+	}
+}
+
+// arg writes a placeholder for v.
+func (w *statementWriter) arg(v any) {
+	w.args = append(w.args, v)
+	w.sb.WriteByte('$')
+	w.sb.WriteString(strconv.Itoa(len(w.args)))
+}
+
+// fragment writes f, numbering its placeholders. Quoted text is copied as
+// it is, so a '?' inside a literal stays a question mark.
+func (w *statementWriter) fragment(f fragment) {
+	next := 0
+	sql := f.sql
+	for i := 0; i < len(sql); i++ {
+		switch c := sql[i]; c {
+		case '\'', '"':
+			end := strings.IndexByte(sql[i+1:], c) // present: newFragment checked it
+			w.sb.WriteString(sql[i : i+end+2])
+			i += end + 1
+		case '?':
+			if i+1 < len(sql) && sql[i+1] == '?' {
+				w.sb.WriteByte('?')
+				i++
+				continue
+			}
+			w.arg(f.args[next])
+			next++
+		default:
+			w.sb.WriteByte(c)
+		}
+	}
+}
+
+func (w *statementWriter) finish() (string, []any, error) { return w.sb.String(), w.args, nil }
