@@ -77,6 +77,10 @@ var ErrInvalidConfig = errors.New("migrations: invalid config")
 // New returns a Migrator over the host's pool. The pool is borrowed: the
 // Migrator uses up to two of its connections while it runs and never closes
 // it. A nil cfg means the defaults.
+//
+// It takes a pool, not a DBTX like the repositories: golang-migrate runs on
+// a database/sql handle made from the pool, each file commits on its own,
+// and the advisory lock is held by a session; a pgx.Tx can give none of it.
 func New(pool *pgxpool.Pool, cfg *Config) (*Migrator, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: pool is nil", ErrInvalidConfig)

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meterbase/meterbase/internal/pgtest"
@@ -277,5 +278,82 @@ func TestLastOwnerUnderConcurrency(t *testing.T) {
 			}
 		}
 		require.Equal(t, 1, failed, "round %d: exactly one of the two must be refused", round)
+	}
+}
+
+// The last-owner rule holds for the application role too, whose deletes
+// row-level security would otherwise hide from the trigger.
+func TestLastOwnerHoldsForApplicationRole(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	app := db.AppPool(t)
+	owner := newUser(t, db.Pool, "solo@example.com")
+	ws, err := tenancy.CreateWorkspace(ctx, app, "Solo", owner.ID)
+	require.NoError(t, err)
+
+	require.ErrorIs(t, tenancy.NewUsers(app).Delete(ctx, owner.ID), tenancy.ErrLastOwner)
+	tn := tenantOf(t, app, ws.ID)
+	require.ErrorIs(t, tn.RemoveMember(ctx, owner.ID), tenancy.ErrLastOwner)
+	_, err = tn.SetMemberRole(ctx, owner.ID, tenancy.RoleMember)
+	require.ErrorIs(t, err, tenancy.ErrLastOwner)
+
+	// Deleting the workspace takes its memberships, owners included.
+	require.NoError(t, tn.DeleteWorkspace(ctx))
+	require.NoError(t, tenancy.NewUsers(app).Delete(ctx, owner.ID))
+}
+
+// Under REPEATABLE READ, as the application role, two owners demoting and
+// removing each other at once: one wins, the other is refused or told to
+// retry, and the workspace keeps an owner.
+func TestLastOwnerUnderRepeatableRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	app := db.AppPool(t)
+	raw := db.RawPool(t)
+	for round := range 10 {
+		a := newUser(t, db.Pool, fmt.Sprintf("rr-a%d@example.com", round))
+		b := newUser(t, db.Pool, fmt.Sprintf("rr-b%d@example.com", round))
+		ws, err := tenancy.CreateWorkspace(ctx, app, "RR", a.ID)
+		require.NoError(t, err)
+		_, err = tenantOf(t, app, ws.ID).AddMember(ctx, b.ID, tenancy.RoleOwner)
+		require.NoError(t, err)
+
+		ops := []func(tn *tenancy.Tenant) error{
+			func(tn *tenancy.Tenant) error { return tn.RemoveMember(ctx, a.ID) },
+			func(tn *tenancy.Tenant) error { _, err := tn.SetMemberRole(ctx, b.ID, tenancy.RoleMember); return err },
+		}
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, op := range ops {
+			wg.Go(func() {
+				tx, err := app.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				defer tx.Rollback(ctx) //nolint:errcheck
+				<-start
+				if errs[i] = op(tenantOf(t, tx, ws.ID)); errs[i] == nil {
+					errs[i] = tx.Commit(ctx)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+
+		var owners int
+		require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM memberships WHERE workspace_id = $1 AND role = 'owner'`, ws.ID).Scan(&owners))
+		require.Equal(t, 1, owners, "round %d: %v", round, errs)
+		failed := 0
+		for _, err := range errs {
+			if err != nil {
+				require.True(t, errors.Is(err, tenancy.ErrLastOwner) || errors.Is(err, tenancy.ErrRetryable), "round %d: %v", round, err)
+				failed++
+			}
+		}
+		require.Equal(t, 1, failed, "round %d", round)
 	}
 }

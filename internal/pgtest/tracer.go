@@ -18,6 +18,7 @@ const operatorMarker = "/* meterbase:operator */"
 var (
 	tableReference = regexp.MustCompile(`(?i)\b(?:from|join|into|update)\s+"?([a-z_][a-z0-9_]*)"?`)
 	tenantEquality = regexp.MustCompile(`(?i)\bworkspace_id"?\s*=\s*(?:\$\d+|@workspace_id\b)`)
+	whereKeyword   = regexp.MustCompile(`(?i)\bwhere\b`)
 	tenantInsert   = regexp.MustCompile(`(?i)^\s*insert\s+into\s+"?[a-z_][a-z0-9_]*"?\s*\(\s*"?workspace_id"?\s*[,)]`)
 )
 
@@ -50,6 +51,21 @@ func (tr *TenantTracer) Checked() int {
 	return tr.seen
 }
 
+// filtersTenant reports whether a workspace_id = $n equality stands in a
+// WHERE clause (not, say, in an UPDATE's SET list).
+func filtersTenant(sql string) bool {
+	where := whereKeyword.FindStringIndex(sql)
+	if where == nil {
+		return false
+	}
+	for _, m := range tenantEquality.FindAllStringIndex(sql, -1) {
+		if m[0] > where[0] {
+			return true
+		}
+	}
+	return false
+}
+
 // Violation returns why sql breaks the rule, or "" when it does not.
 func (tr *TenantTracer) Violation(sql string) string {
 	if strings.HasPrefix(strings.TrimSpace(sql), operatorMarker) {
@@ -64,7 +80,7 @@ func (tr *TenantTracer) Violation(sql string) string {
 	if len(touched) == 0 {
 		return ""
 	}
-	if tenantEquality.MatchString(sql) || tenantInsert.MatchString(sql) {
+	if tenantInsert.MatchString(sql) || filtersTenant(sql) {
 		tr.mu.Lock()
 		tr.seen++
 		tr.mu.Unlock()

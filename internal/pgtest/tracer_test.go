@@ -21,6 +21,7 @@ func TestTenantTracerRule(t *testing.T) {
 		`INSERT INTO memberships (user_id, role) VALUES ($1, $2)`,
 		`SELECT u.email FROM users u JOIN memberships m ON m.user_id = u.user_id`,
 		`SELECT * FROM workspaces WHERE workspace_id IN ($1, $2)`,
+		`UPDATE memberships SET workspace_id = $1 WHERE role = $2`,
 	} {
 		require.NotEmpty(t, tr.Violation(sql), sql)
 	}

@@ -1,0 +1,215 @@
+package tenancy_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	sq "github.com/Masterminds/squirrel"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meterbase/meterbase/internal/pgtest"
+	"github.com/meterbase/meterbase/tenancy"
+)
+
+// Attempts to reach another tenant's rows through the builders' fragments
+// are refused before any SQL is sent.
+func TestFragmentsCannotEscape(t *testing.T) {
+	t.Parallel()
+	tn := offlineTenant(t)
+	m, w := tenancy.MembershipsTable, tenancy.WorkspacesTable
+	victim := tenancy.NewWorkspaceID()
+	for name, err := range map[string]error{
+		// A spare ? before WHERE would take the tenant's argument, and an
+		// extra argument would take the tenant's place.
+		"placeholder in a column":         errOf(tenancy.SQLOf(tn.Select(m, "role", "?::text").Where("true", victim))),
+		"orphan argument":                 errOf(tenancy.SQLOf(tn.Select(m, "role").Where("true", victim))),
+		"placeholder in a join":           errOf(tenancy.SQLOf(tn.Select(m, "role").Join(tenancy.UsersTable, "users.user_id = memberships.user_id AND ? IS NOT NULL"))),
+		"placeholder in a set expression": errOf(tenancy.SQLOf(tn.Update(m).Set("role", sq.Expr("CASE WHEN ?::text IS NULL THEN role END")).Where(sq.Expr("true", victim)))),
+		"placeholder in order by":         errOf(tenancy.SQLOf(tn.Select(m, "role").OrderBy("?"))),
+		"placeholder in returning":        errOf(tenancy.SQLOf(tn.Delete(m).Where("true").Returning("?"))),
+		"missing argument":                errOf(tenancy.SQLOf(tn.Select(m, "role").Where("role = ? OR role = ?", "owner"))),
+		"E-string breaks the parentheses": errOf(tenancy.SQLOf(tn.Select(m, "count(*)").Where(`E'\'' <> '' ) OR ( E'\'' <> ''`))),
+		"backslash in a literal":          errOf(tenancy.SQLOf(tn.Select(m, "role").Where(`role = 'a\'`))),
+		"subquery in a column":            errOf(tenancy.SQLOf(tn.Select(w, "(SELECT string_agg(workspace_id::text, ',') FROM workspaces)"))),
+		"subquery in order by":            errOf(tenancy.SQLOf(tn.Select(w, "name").OrderBy("(SELECT count(*) FROM memberships)"))),
+		"subquery in a predicate":         errOf(tenancy.SQLOf(tn.Select(m, "role").Where("user_id IN (select user_id FROM memberships)"))),
+		"TABLE subquery":                  errOf(tenancy.SQLOf(tn.Select(m, "role").Where("(role) IN (TABLE x)"))),
+		"VALUES subquery":                 errOf(tenancy.SQLOf(tn.Select(m, "role").Where("role IN (VALUES ('a'))"))),
+		"subquery in a set expression":    errOf(tenancy.SQLOf(tn.Update(w).Set("name", sq.Expr("(SELECT name FROM workspaces LIMIT 1)")).All())),
+		"subquery in an insert value":     errOf(tenancy.SQLOf(tn.Insert(m).Columns("role").Values(sq.Expr("(SELECT 'owner')")))),
+		"set_config in a column":          errOf(tenancy.SQLOf(tn.Select(w, "set_config('meterbase.operator', 'x', true)"))),
+		"query_to_xml":                    errOf(tenancy.SQLOf(tn.Select(w, "query_to_xml('x', true, true, '')"))),
+		"update without where":            errOf(tenancy.SQLOf(tn.Update(m).Set("role", "member"))),
+		"delete without where":            errOf(tenancy.SQLOf(tn.Delete(m))),
+		"delete with an empty where only": errOf(tenancy.SQLOf(tn.Delete(m).Where(""))),
+		"dollar quote":                    errOf(tenancy.SQLOf(tn.Select(m, "role").Where("role = $$x$$"))),
+	} {
+		require.Error(t, err, name)
+		require.True(t, errors.Is(err, tenancy.ErrUnsafeSQL) || errors.Is(err, tenancy.ErrInvalidInput), "%s: %v", name, err)
+	}
+
+	// Quoted text is data: a ? or ; inside a literal is neither a
+	// placeholder nor a separator, and keeps its meaning.
+	sql, args, err := tenancy.SQLOf(tn.Select(m, "role").Where("role <> 'what?;' AND role = ?", "owner"))
+	require.NoError(t, err)
+	require.Equal(t, "SELECT role FROM memberships WHERE memberships.workspace_id = $1 AND (role <> 'what?;' AND role = $2)", sql)
+	require.Equal(t, []any{wsA, "owner"}, args)
+	// ?? is squirrel's literal question mark (the jsonb operator).
+	sql, _, err = tenancy.SQLOf(tn.Select(m, "role").Where("meta ?? 'k'"))
+	require.NoError(t, err)
+	require.Contains(t, sql, "(meta ? 'k')")
+	// Words that merely contain a denied one are fine.
+	_, _, err = tenancy.SQLOf(tn.Select(m, "selected_at", "table_name", "updated_at").Where("deleted_at IS NULL"))
+	require.NoError(t, err)
+}
+
+// Every adversarial predicate, run against a real database as tenant A on
+// the owner's connection (no row-level security), is refused or reaches
+// only A's rows; a delete with it, rolled back, touches only A's rows.
+func TestAdversarialPredicatesAgainstPostgres(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	tn := tenantOf(t, db.Pool, w.ws[0])
+	corpus := []string{
+		`true`, `true OR true`, `true) OR (true`, `'x' = 'x' OR workspace_id IS NOT NULL`,
+		`E'\'' <> '' ) OR ( E'\'' <> ''`, `U&'\0027' <> ''`, `'' = '' ) OR ( true`,
+		`"role" = 'member' OR "workspace_id" IS NOT NULL`, `role = 'member' OR 1 = 1`,
+		`(((true)))`, `NOT (workspace_id IS NULL)`, `workspace_id <> '00000000-0000-0000-0000-000000000000'`,
+		`user_id IN (SELECT user_id FROM memberships)`, `EXISTS (TABLE memberships)`,
+		`true; DELETE FROM memberships`, `true -- `, `true /* */`,
+	}
+	for _, pred := range corpus {
+		rows, err := tn.Select(tenancy.MembershipsTable, "workspace_id").Where(pred).Query(ctx)
+		if err != nil {
+			require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, pred)
+			continue
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[tenancy.WorkspaceID])
+		require.NoError(t, err, pred)
+		for _, ws := range got {
+			require.Equal(t, w.ws[0], ws, "%q read another tenant's row", pred)
+		}
+		err = tn.InTx(ctx, func(tx *tenancy.Tenant) error {
+			rows, err := tx.Delete(tenancy.MembershipsTable).Where(pred).Returning("workspace_id").Query(ctx)
+			if err != nil {
+				return err
+			}
+			gone, err := pgx.CollectRows(rows, pgx.RowTo[tenancy.WorkspaceID])
+			for _, ws := range gone {
+				require.Equal(t, w.ws[0], ws, "%q deleted another tenant's row", pred)
+			}
+			if err != nil {
+				return err
+			}
+			return errRollback
+		})
+		if !errors.Is(err, errRollback) {
+			// The last-owner trigger may refuse; nothing else may fail.
+			require.ErrorIs(t, err, tenancy.ErrCheckViolation, pred)
+		}
+	}
+}
+
+// Hand-written SQL must filter every tenant table it mentions on
+// workspace_id = @workspace_id, and may not touch the settings.
+func TestNamedSQLIsChecked(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	tn := tenantOf(t, db.Pool, w.ws[0])
+	for _, sql := range []string{
+		`DELETE FROM memberships WHERE role = 'member' AND @workspace_id::uuid IS NOT NULL`,
+		`SELECT count(*) FROM memberships`,
+		`SELECT count(*) FROM memberships m JOIN workspaces w ON w.workspace_id = m.workspace_id WHERE m.workspace_id = @workspace_id`,
+		`SELECT set_config('meterbase.operator', 'x', true) WHERE workspace_id = @workspace_id`,
+	} {
+		_, err := tn.ExecNamed(ctx, sql, nil)
+		require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, sql)
+	}
+	_, err := tn.ExecNamed(ctx, `SELECT 1 FROM memberships WHERE workspace_id = @workspace_id AND user_id = @user_id`, pgx.NamedArgs{"user_id": w.outside.ID})
+	require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, "@user_id is the handle's to supply")
+
+	var n int
+	require.NoError(t, tn.QueryRowNamed(ctx, `
+		WITH mine AS (SELECT user_id FROM memberships WHERE memberships.workspace_id = @workspace_id AND role = @role)
+		SELECT count(*) FROM mine JOIN workspaces w ON w.workspace_id = @workspace_id`, pgx.NamedArgs{"role": "owner"}).Scan(&n))
+	require.Equal(t, 2, n, "A's owner and the shared user who owns A")
+}
+
+// The handle's row-level security settings, and the operator's, end with
+// the call even inside the host's own transaction, so the host's later
+// statements in that transaction get no tenant's (or every tenant's) rows.
+func TestContextDoesNotOutliveCallInHostTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	app := db.AppPool(t)
+
+	visible := func(tx pgx.Tx) int {
+		var n int
+		require.NoError(t, tx.QueryRow(ctx, `SELECT count(*) FROM memberships WHERE workspace_id = $1 OR workspace_id <> $1`, w.ws[0]).Scan(&n))
+		return n
+	}
+	tx, err := app.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	tn := tenantOf(t, tx, w.ws[0])
+
+	_, err = tn.Workspace(ctx)
+	require.NoError(t, err)
+	require.Zero(t, visible(tx), "after a single statement")
+
+	rows, err := tn.Select(tenancy.MembershipsTable, "user_id").Where("true").Query(ctx)
+	require.NoError(t, err)
+	got, err := pgx.CollectRows(rows, pgx.RowTo[tenancy.UserID])
+	require.NoError(t, err)
+	require.Len(t, got, 4)
+	require.Zero(t, visible(tx), "after a query")
+
+	require.NoError(t, tn.InTx(ctx, func(inner *tenancy.Tenant) error {
+		_, err := inner.RenameWorkspace(ctx, "inside")
+		return err
+	}))
+	require.Zero(t, visible(tx), "after InTx")
+
+	op, err := tenancy.NewOperator(tx, "test: operator in a host transaction")
+	require.NoError(t, err)
+	all, err := op.ListWorkspaces(ctx, tenancy.Page{})
+	require.NoError(t, err)
+	require.Len(t, all.Workspaces, 3)
+	require.Zero(t, visible(tx), "after the operator")
+}
+
+// Errors of the statements a handle runs come back translated.
+func TestBuilderErrorsAreTranslated(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	tn := tenantOf(t, db.Pool, w.ws[0])
+
+	_, err := tn.Insert(tenancy.MembershipsTable).Columns("user_id", "role").Values(w.shared[0].ID, "member").Exec(ctx)
+	require.ErrorIs(t, err, tenancy.ErrUniqueViolation)
+	var ce *tenancy.ConstraintError
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, "memberships_pkey", ce.Constraint)
+
+	_, err = tn.Insert(tenancy.MembershipsTable).Columns("user_id", "role").Values(w.outside.ID, "root").Exec(ctx)
+	require.ErrorIs(t, err, tenancy.ErrCheckViolation)
+
+	err = tn.Select(tenancy.MembershipsTable, "role").Where(sq.Eq{"user_id": w.owners[1].ID}).QueryRow(ctx).Scan(new(string))
+	require.ErrorIs(t, err, tenancy.ErrNotFound)
+
+	// Values may be expressions, checked like every fragment.
+	var created string
+	require.NoError(t, tn.Insert(tenancy.MembershipsTable).Columns("user_id", "role", "created_at").
+		Values(w.outside.ID, "member", sq.Expr("now() - ?::interval", "1 day")).
+		Returning("to_char(created_at, 'YYYY')").QueryRow(ctx).Scan(&created))
+	require.Len(t, created, 4)
+}
