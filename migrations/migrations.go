@@ -205,15 +205,32 @@ func (m *Migrator) To(ctx context.Context, version uint) (*Result, error) {
 	return m.run(ctx, func(*Status) uint { return version })
 }
 
-func (m *Migrator) migrateTo(mig *migrate.Migrate, version int, st *Status) error {
-	switch {
-	case version == int(st.Version):
-		return nil
-	case version == 0:
-		return mig.Down()
-	default:
-		return mig.Migrate(uint(version))
+// migrateTo runs one file at a time from the applied version to target,
+// and stops before the next file once ctx has ended; run reports the
+// shortfall. (golang-migrate's own GracefulStop races with its reader
+// goroutine, so the stepping is done here.)
+func (m *Migrator) migrateTo(ctx context.Context, mig *migrate.Migrate, target uint, st *Status) error {
+	for v := st.Version; v != target; {
+		if ctx.Err() != nil {
+			return nil
+		}
+		var err error
+		switch {
+		case v < target:
+			v++
+			err = mig.Migrate(v)
+		case v == 1:
+			v = 0
+			err = mig.Steps(-1)
+		default:
+			v--
+			err = mig.Migrate(v)
+		}
+		if err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 // Force records version as applied and clean without running any SQL. It is
@@ -243,7 +260,7 @@ func (m *Migrator) run(ctx context.Context, target func(*Status) uint) (*Result,
 			return err
 		}
 		want = target(st)
-		return m.migrateTo(mig, int(want), st)
+		return m.migrateTo(ctx, mig, want, st)
 	})
 	if err != nil {
 		return res, err
@@ -301,9 +318,6 @@ func (m *Migrator) locked(ctx context.Context, fn func(*pgx.Conn, *Status, *migr
 		return nil, err
 	}
 	defer mig.Close()
-
-	stop := context.AfterFunc(ctx, func() { mig.GracefulStop <- true })
-	defer stop()
 
 	runErr := fn(conn, before, mig)
 	if errors.Is(runErr, migrate.ErrNoChange) {
