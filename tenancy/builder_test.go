@@ -197,3 +197,24 @@ func TestSelectClauses(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "SELECT role FROM memberships WHERE memberships.workspace_id = $1", sql)
 }
+
+func TestAliases(t *testing.T) {
+	t.Parallel()
+	tn := offlineTenant(t)
+	a, b := tenancy.MembershipsTable.As("a"), tenancy.MembershipsTable.As("b")
+	sql, args, err := tenancy.SQLOf(tn.Select(a, "a.user_id", "b.user_id").
+		Join(b, "b.role = a.role AND b.user_id <> a.user_id").Where("a.role = ?", "admin"))
+	require.NoError(t, err)
+	require.Equal(t, "SELECT a.user_id, b.user_id FROM memberships AS a "+
+		"JOIN memberships AS b ON b.workspace_id = a.workspace_id AND (b.role = a.role AND b.user_id <> a.user_id) "+
+		"WHERE a.workspace_id = $1 AND (a.role = $2)", sql)
+	require.Equal(t, []any{wsA, "admin"}, args)
+
+	sql, _, err = tenancy.SQLOf(tn.Update(a).Set("role", "member").Where("a.role = ?", "admin"))
+	require.NoError(t, err)
+	require.Equal(t, "UPDATE memberships AS a SET role = $1 WHERE a.workspace_id = $2 AND (a.role = $3)", sql)
+	sql, _, err = tenancy.SQLOf(tn.Delete(a).All())
+	require.NoError(t, err)
+	require.Equal(t, "DELETE FROM memberships AS a WHERE a.workspace_id = $1", sql)
+	require.Panics(t, func() { tenancy.MembershipsTable.As("x; --") })
+}

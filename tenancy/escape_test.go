@@ -213,3 +213,26 @@ func TestBuilderErrorsAreTranslated(t *testing.T) {
 		Returning("to_char(created_at, 'YYYY')").QueryRow(ctx).Scan(&created))
 	require.Len(t, created, 4)
 }
+
+// A self-join through aliases stays within the tenant on both sides.
+func TestSelfJoinStaysInTenant(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	tn := tenantOf(t, db.Pool, w.ws[0])
+	a, b := tenancy.MembershipsTable.As("a"), tenancy.MembershipsTable.As("b")
+	rows, err := tn.Select(a, "a.workspace_id", "b.workspace_id").
+		Join(b, "b.user_id = a.user_id").Query(ctx)
+	require.NoError(t, err)
+	pairs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([2]tenancy.WorkspaceID, error) {
+		var p [2]tenancy.WorkspaceID
+		err := r.Scan(&p[0], &p[1])
+		return p, err
+	})
+	require.NoError(t, err)
+	require.Len(t, pairs, 4, "each of A's members with itself, though the shared users belong to B and C too")
+	for _, p := range pairs {
+		require.Equal(t, [2]tenancy.WorkspaceID{w.ws[0], w.ws[0]}, p)
+	}
+}

@@ -31,6 +31,7 @@ const (
 type Table struct {
 	name  string
 	scope TableScope
+	alias string // set by As
 }
 
 var identifierPattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -56,6 +57,34 @@ var tenantTables sync.Map
 
 // Name returns the table's name.
 func (t Table) Name() string { return t.name }
+
+// As returns the table under an alias, for a statement that names it twice
+// (a self-join) or prefers a short name. The handle qualifies the tenant
+// columns with the alias.
+func (t Table) As(alias string) Table {
+	if !identifierPattern.MatchString(alias) {
+		panic(fmt.Sprintf("tenancy: alias %q is not a lower-case SQL identifier", alias))
+	}
+	t.alias = alias
+	return t
+}
+
+// ref is how the statement refers to the table: its alias, or its name.
+func (t Table) ref() string {
+	if t.alias != "" {
+		return t.alias
+	}
+	return t.name
+}
+
+// from is how the table is introduced in FROM, JOIN, INSERT INTO, UPDATE
+// and DELETE FROM.
+func (t Table) from() string {
+	if t.alias != "" {
+		return t.name + " AS " + t.alias
+	}
+	return t.name
+}
 
 // Scope returns the table's scope.
 func (t Table) Scope() TableScope { return t.scope }

@@ -3,12 +3,13 @@
 // repositories of workspaces, users and memberships, and the Operator
 // handle for the few cross-tenant reads an admin interface needs.
 //
-// A Tenant builds its statements with squirrel and adds the tenant's
-// predicate (workspace_id = $n, and user_id = $n on user-scoped tables) when
-// the SQL is rendered; caller predicates are wrapped in parentheses, so that
-// no OR can escape the tenant. Row-level security policies, keyed on
-// transaction-local settings that the handle sets with every statement,
-// stand behind it for raw SQL and mistakes.
+// A Tenant builds its statements itself, with squirrel's Sqlizers for the
+// caller's predicates, and writes the tenant's predicate (workspace_id = $n,
+// and user_id = $n on user-scoped tables) first; every caller predicate is
+// checked and wrapped in parentheses, so that no OR can escape the tenant.
+// Row-level security policies, keyed on transaction-local settings that the
+// handle sets with every statement, stand behind it for raw SQL and
+// mistakes.
 package tenancy
 
 import (
