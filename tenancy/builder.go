@@ -60,13 +60,15 @@ func predicate(pred any, args []any) (f fragment, ok bool, err error) {
 func (w *statementWriter) where(t *Tenant, table Table, preds []fragment) {
 	w.write(" WHERE ")
 	if t.omitPredicate {
-		w.write("true")
-	} else {
-		w.write(table.ref(), ".", workspaceColumn, " = ")
-		w.arg(t.scope.workspace)
+		// Keeps the tenant's parameters in use, as Postgres requires.
+		w.write(workspaceParam, "::uuid IS NOT NULL")
 		if table.scope == UserScoped {
-			w.write(" AND ", table.ref(), ".", userColumn, " = ")
-			w.arg(t.scope.user)
+			w.write(" AND ", userParam, "::uuid IS NOT NULL")
+		}
+	} else {
+		w.write(table.ref(), ".", workspaceColumn, " = ", workspaceParam)
+		if table.scope == UserScoped {
+			w.write(" AND ", table.ref(), ".", userColumn, " = ", userParam)
 		}
 	}
 	for _, p := range preds {
@@ -86,6 +88,8 @@ func (w *statementWriter) returning(columns []string) {
 // checkTable refuses a table the tenant cannot query.
 func (t *Tenant) checkTable(table Table) error {
 	switch {
+	case table.name == "":
+		return fmt.Errorf("%w: the zero Table; make tables with DefineTable", ErrUnsafeSQL)
 	case table.scope == Global:
 		return fmt.Errorf("%w: %s is a global table; it may only be joined", ErrUnsafeSQL, table.name)
 	case table.scope == UserScoped && t.scope.user.IsZero():
@@ -134,6 +138,7 @@ type SelectBuilder struct {
 	joins     []join
 	wheres    []fragment
 	groupBy   []string
+	having    []fragment
 	orderBy   []string
 	limit     string
 	offset    string
@@ -177,7 +182,7 @@ func (s SelectBuilder) LeftJoin(table Table, on string, args ...any) SelectBuild
 func (s SelectBuilder) join(kind string, table Table, on string, args []any) SelectBuilder {
 	cond, err := newFragment("join condition", on, args)
 	s.err = firstErr(s.err, err)
-	if table.scope != Global {
+	if table.scope != Global || table.name == "" {
 		s.err = firstErr(s.err, s.t.checkTable(table))
 	}
 	s.joins = appended(s.joins, join{kind: kind, table: table, on: cond})
@@ -196,9 +201,7 @@ func (w *statementWriter) join(t *Tenant, base Table, j join) {
 	if j.table.scope != Global && !t.omitPredicate {
 		w.write(j.table.ref(), ".", workspaceColumn, " = ", base.ref(), ".", workspaceColumn, " AND ")
 		if j.table.scope == UserScoped {
-			w.write(j.table.ref(), ".", userColumn, " = ")
-			w.arg(t.scope.user)
-			w.write(" AND ")
+			w.write(j.table.ref(), ".", userColumn, " = ", userParam, " AND ")
 		}
 	}
 	w.write("(")
@@ -217,6 +220,17 @@ func (s SelectBuilder) OrderBy(exprs ...string) SelectBuilder {
 func (s SelectBuilder) GroupBy(exprs ...string) SelectBuilder {
 	s.err = firstErr(s.err, checkFragments("group by", exprs))
 	s.groupBy = appended(s.groupBy, exprs...)
+	return s
+}
+
+// Having adds a condition on groups, ANDed with every other one. (The
+// tenant's predicate is in WHERE, so groups only ever hold its rows.)
+func (s SelectBuilder) Having(pred any, args ...any) SelectBuilder {
+	f, ok, err := predicate(pred, args)
+	s.err = firstErr(s.err, err)
+	if ok {
+		s.having = appended(s.having, f)
+	}
 	return s
 }
 
@@ -239,7 +253,12 @@ func (s SelectBuilder) toSQL() (string, []any, error) {
 	if s.err != nil {
 		return "", nil, s.err
 	}
+	withUser := s.table.scope == UserScoped
+	for _, j := range s.joins {
+		withUser = withUser || j.table.scope == UserScoped
+	}
 	var w statementWriter
+	w.begin(s.t, withUser)
 	w.write("SELECT ")
 	w.list(s.columns)
 	w.write(" FROM ", s.table.from())
@@ -250,6 +269,15 @@ func (s SelectBuilder) toSQL() (string, []any, error) {
 	if len(s.groupBy) > 0 {
 		w.write(" GROUP BY ")
 		w.list(s.groupBy)
+	}
+	for i, h := range s.having {
+		if i == 0 {
+			w.write(" HAVING (")
+		} else {
+			w.write(" AND (")
+		}
+		w.fragment(h)
+		w.write(")")
 	}
 	if len(s.orderBy) > 0 {
 		w.write(" ORDER BY ")
@@ -262,7 +290,9 @@ func (s SelectBuilder) toSQL() (string, []any, error) {
 		w.write(" OFFSET ", s.offset)
 	}
 	if s.forUpdate {
-		w.write(" FOR UPDATE")
+		// Only the base table's rows: a left join's nullable side cannot
+		// be locked, and the caller asked for the rows it selects from.
+		w.write(" FOR UPDATE OF ", s.table.ref())
 	}
 	return w.finish()
 }
@@ -327,8 +357,12 @@ func (b InsertBuilder) SetMap(m map[string]any) InsertBuilder {
 }
 
 // OnConflictDoNothing skips rows that conflict on the tenant columns plus
-// columns.
+// columns; with no columns, rows that conflict on any unique key.
 func (b InsertBuilder) OnConflictDoNothing(columns ...string) InsertBuilder {
+	if len(columns) == 0 {
+		b.conflict = " ON CONFLICT DO NOTHING"
+		return b
+	}
 	b.conflict = b.conflictTarget(columns) + " DO NOTHING"
 	return b
 }
@@ -379,6 +413,7 @@ func (b InsertBuilder) toSQL() (string, []any, error) {
 		return "", nil, &InvalidInputError{Field: "insert", Reason: "has no rows"}
 	}
 	var w statementWriter
+	w.begin(b.t, b.table.scope == UserScoped)
 	w.write("INSERT INTO ", b.table.from(), " (")
 	w.list(appended(b.table.tenantColumns(), b.columns...))
 	w.write(") VALUES ")
@@ -389,11 +424,9 @@ func (b InsertBuilder) toSQL() (string, []any, error) {
 		if i > 0 {
 			w.write(", ")
 		}
-		w.write("(")
-		w.arg(b.t.scope.workspace)
+		w.write("(", workspaceParam)
 		if b.table.scope == UserScoped {
-			w.write(", ")
-			w.arg(b.t.scope.user)
+			w.write(", ", userParam)
 		}
 		for _, v := range row {
 			w.write(", ")
@@ -453,7 +486,7 @@ func (u UpdateBuilder) Set(column string, value any) UpdateBuilder {
 func valueFragment(what string, value any) (fragment, error) {
 	s, ok := value.(sq.Sqlizer)
 	if !ok {
-		return fragment{sql: "?", args: []any{value}}, nil
+		return fragment{sql: "?", args: []any{value}}, checkArg(what, value)
 	}
 	sql, args, err := s.ToSql()
 	if err != nil {
@@ -502,6 +535,7 @@ func (u UpdateBuilder) toSQL() (string, []any, error) {
 		return "", nil, &InvalidInputError{Field: "update", Reason: "has no Where; call All() to update every row of the tenant's table"}
 	}
 	var w statementWriter
+	w.begin(u.t, u.table.scope == UserScoped)
 	w.write("UPDATE ", u.table.from(), " SET ")
 	for i, s := range u.sets {
 		if i > 0 {
@@ -569,6 +603,7 @@ func (d DeleteBuilder) toSQL() (string, []any, error) {
 		return "", nil, &InvalidInputError{Field: "delete", Reason: "has no Where; call All() to delete every row of the tenant's table"}
 	}
 	var w statementWriter
+	w.begin(d.t, d.table.scope == UserScoped)
 	w.write("DELETE FROM ", d.table.from())
 	w.where(d.t, d.table, d.wheres)
 	w.returning(d.returning)

@@ -92,14 +92,14 @@ func TestJoinScopesBothSides(t *testing.T) {
 		Join(tenancy.UsersTable, "users.user_id = memberships.user_id"))
 	require.NoError(t, err)
 	require.Equal(t, "SELECT workspaces.name, users.email FROM workspaces "+
-		"JOIN memberships ON memberships.workspace_id = workspaces.workspace_id AND (memberships.role = $1) "+
+		"JOIN memberships ON memberships.workspace_id = workspaces.workspace_id AND (memberships.role = $2) "+
 		"JOIN users ON (users.user_id = memberships.user_id) "+
-		"WHERE workspaces.workspace_id = $2", sql)
+		"WHERE workspaces.workspace_id = $1", sql)
 }
 
 func TestUserScopedTable(t *testing.T) {
 	t.Parallel()
-	notes := tenancy.DefineTable("notes", tenancy.UserScoped)
+	notes := tenancy.DefineTable("user_notes", tenancy.UserScoped)
 	_, _, err := tenancy.SQLOf(offlineTenant(t).Select(notes, "*"))
 	require.ErrorIs(t, err, tenancy.ErrInvalidInput, "a user-scoped table needs a user in the scope")
 
@@ -109,12 +109,12 @@ func TestUserScopedTable(t *testing.T) {
 	require.NoError(t, err)
 	sql, args, err := tenancy.SQLOf(tn.Select(notes, "body").Where("pinned"))
 	require.NoError(t, err)
-	require.Equal(t, "SELECT body FROM notes WHERE notes.workspace_id = $1 AND notes.user_id = $2 AND (pinned)", sql)
+	require.Equal(t, "SELECT body FROM user_notes WHERE user_notes.workspace_id = $1 AND user_notes.user_id = $2 AND (pinned)", sql)
 	require.Equal(t, []any{wsA, usX}, args)
 
 	sql, args, err = tenancy.SQLOf(tn.Insert(notes).Columns("body").Values("hi"))
 	require.NoError(t, err)
-	require.Equal(t, "INSERT INTO notes (workspace_id, user_id, body) VALUES ($1, $2, $3)", sql)
+	require.Equal(t, "INSERT INTO user_notes (workspace_id, user_id, body) VALUES ($1, $2, $3)", sql)
 	require.Equal(t, []any{wsA, usX, "hi"}, args)
 	_, _, err = tenancy.SQLOf(tn.Insert(notes).Columns("user_id", "body").Values(usX, "hi"))
 	require.ErrorIs(t, err, tenancy.ErrUnsafeSQL)
@@ -161,8 +161,8 @@ func TestWritesKeepTenantColumns(t *testing.T) {
 
 	sql, args, err = tenancy.SQLOf(tn.Update(m).Set("role", "admin").Where(sq.Or{sq.Eq{"role": "member"}, sq.Expr("true")}))
 	require.NoError(t, err)
-	require.Equal(t, "UPDATE memberships SET role = $1 WHERE memberships.workspace_id = $2 AND ((role = $3 OR true))", sql)
-	require.Equal(t, []any{"admin", wsA, "member"}, args)
+	require.Equal(t, "UPDATE memberships SET role = $2 WHERE memberships.workspace_id = $1 AND ((role = $3 OR true))", sql)
+	require.Equal(t, []any{wsA, "admin", "member"}, args)
 
 	sql, _, err = tenancy.SQLOf(tn.Delete(m).Where(map[string]any{}).Where(sq.And{}).Returning("user_id"))
 	require.NoError(t, err)
@@ -180,15 +180,15 @@ func TestSelectClauses(t *testing.T) {
 		GroupBy("role").OrderBy("role").Limit(10).Offset(20).ForUpdate())
 	require.NoError(t, err)
 	require.Equal(t, "SELECT role, count(*) FROM memberships "+
-		"LEFT JOIN workspaces ON workspaces.workspace_id = memberships.workspace_id AND (workspaces.name <> $1) "+
-		"WHERE memberships.workspace_id = $2 AND (role IN ($3,$4)) GROUP BY role ORDER BY role LIMIT 10 OFFSET 20 FOR UPDATE", sql)
-	require.Equal(t, []any{"x", wsA, "admin", "member"}, args)
+		"LEFT JOIN workspaces ON workspaces.workspace_id = memberships.workspace_id AND (workspaces.name <> $2) "+
+		"WHERE memberships.workspace_id = $1 AND (role IN ($3,$4)) GROUP BY role ORDER BY role LIMIT 10 OFFSET 20 FOR UPDATE OF memberships", sql)
+	require.Equal(t, []any{wsA, "x", "admin", "member"}, args)
 
 	sql, args, err = tenancy.SQLOf(tn.Insert(tenancy.MembershipsTable).Columns("user_id", "role").
 		Values(usX, "member").Values(usX, "admin"))
 	require.NoError(t, err)
-	require.Equal(t, "INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, $3), ($4, $5, $6)", sql)
-	require.Equal(t, []any{wsA, usX, "member", wsA, usX, "admin"}, args)
+	require.Equal(t, "INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, $3), ($1, $4, $5)", sql)
+	require.Equal(t, []any{wsA, usX, "member", usX, "admin"}, args)
 
 	// Builders are values: a derived builder does not change its parent.
 	base := tn.Select(tenancy.MembershipsTable, "role")
@@ -212,9 +212,20 @@ func TestAliases(t *testing.T) {
 
 	sql, _, err = tenancy.SQLOf(tn.Update(a).Set("role", "member").Where("a.role = ?", "admin"))
 	require.NoError(t, err)
-	require.Equal(t, "UPDATE memberships AS a SET role = $1 WHERE a.workspace_id = $2 AND (a.role = $3)", sql)
+	require.Equal(t, "UPDATE memberships AS a SET role = $2 WHERE a.workspace_id = $1 AND (a.role = $3)", sql)
 	sql, _, err = tenancy.SQLOf(tn.Delete(a).All())
 	require.NoError(t, err)
 	require.Equal(t, "DELETE FROM memberships AS a WHERE a.workspace_id = $1", sql)
 	require.Panics(t, func() { tenancy.MembershipsTable.As("x; --") })
+}
+
+func TestTableDefinitionsAreConsistent(t *testing.T) {
+	t.Parallel()
+	require.Panics(t, func() { tenancy.DefineTable("memberships", tenancy.Global) }, "a tenant table cannot be redeclared global")
+	require.NotPanics(t, func() { tenancy.DefineTable("memberships", tenancy.WorkspaceScoped) })
+	require.Panics(t, func() { tenancy.DefineTable("Bad Name", tenancy.WorkspaceScoped) })
+	_, _, err := tenancy.SQLOf(offlineTenant(t).Select(tenancy.Table{}, "1"))
+	require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, "the zero Table")
+	_, _, err = tenancy.SQLOf(offlineTenant(t).Select(tenancy.MembershipsTable, "role").Join(tenancy.Table{}, "true"))
+	require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, "the zero Table in a join")
 }

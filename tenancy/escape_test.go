@@ -123,6 +123,10 @@ func TestNamedSQLIsChecked(t *testing.T) {
 	w := buildWorld(t, db.Pool)
 	tn := tenantOf(t, db.Pool, w.ws[0])
 	for _, sql := range []string{
+		`SELECT count(*) FROM workspaces w, memberships m WHERE w.workspace_id = @workspace_id`,
+		`SELECT count(*) FROM public.memberships WHERE true`,
+		`SELECT count(*) FROM memberships WHERE workspace_id = @WORKSPACE_ID`,
+		`SELECT U&"set!005fconfig" UESCAPE '!' ('meterbase.operator', 'x', false) FROM memberships WHERE workspace_id = @workspace_id`,
 		`DELETE FROM memberships WHERE role = 'member' AND @workspace_id::uuid IS NOT NULL`,
 		`SELECT count(*) FROM memberships`,
 		`SELECT count(*) FROM memberships m JOIN workspaces w ON w.workspace_id = m.workspace_id WHERE m.workspace_id = @workspace_id`,
@@ -133,6 +137,8 @@ func TestNamedSQLIsChecked(t *testing.T) {
 	}
 	_, err := tn.ExecNamed(ctx, `SELECT 1 FROM memberships WHERE workspace_id = @workspace_id AND user_id = @user_id`, pgx.NamedArgs{"user_id": w.outside.ID})
 	require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, "@user_id is the handle's to supply")
+	_, err = tn.ExecNamed(ctx, `SELECT 1 FROM memberships WHERE workspace_id = @workspace_id`, pgx.NamedArgs{"Workspace_ID": w.ws[1]})
+	require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, "in any spelling")
 
 	var n int
 	require.NoError(t, tn.QueryRowNamed(ctx, `
@@ -235,4 +241,95 @@ func TestSelfJoinStaysInTenant(t *testing.T) {
 	for _, p := range pairs {
 		require.Equal(t, [2]tenancy.WorkspaceID{w.ws[0], w.ws[0]}, p)
 	}
+}
+
+// pgx reads a first argument of certain types as an option: NamedArgs would
+// renumber every placeholder, the tenant's included. Such arguments are
+// refused wherever a caller gives values, and the tenant's own arguments
+// always come first.
+func TestOptionArgumentsAreRefused(t *testing.T) {
+	t.Parallel()
+	tn := offlineTenant(t)
+	w, m := tenancy.WorkspacesTable, tenancy.MembershipsTable
+	victim := tenancy.NewWorkspaceID()
+	named := pgx.NamedArgs{"a": "pwned", "b": victim}
+	for name, err := range map[string]error{
+		"named args as a SET value": errOf(tenancy.SQLOf(tn.Update(w).Set("name", named).Where("@a::text IS NOT NULL AND @b::uuid IS NOT NULL"))),
+		"named args in a join":      errOf(tenancy.SQLOf(tn.Select(m, "role").Join(tenancy.UsersTable, "users.user_id = memberships.user_id AND ? IS NOT NULL", named))),
+		"named args in a where":     errOf(tenancy.SQLOf(tn.Select(m, "role").Where("? IS NOT NULL", named))),
+		"named args as a value":     errOf(tenancy.SQLOf(tn.Insert(m).Columns("role").Values(named))),
+		"exec mode as a value":      errOf(tenancy.SQLOf(tn.Insert(m).Columns("role").Values(pgx.QueryExecModeSimpleProtocol))),
+	} {
+		require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, name)
+	}
+	_, args, err := tenancy.SQLOf(tn.Update(w).Set("name", "x").Where("name <> ?", "y"))
+	require.NoError(t, err)
+	require.Equal(t, wsA, args[0], "the tenant's argument is always the first")
+}
+
+// Quoted or Unicode-escaped names spell denied words as well as bare ones.
+func TestDeniedWordsInEveryShape(t *testing.T) {
+	t.Parallel()
+	tn := offlineTenant(t)
+	w := tenancy.WorkspacesTable
+	for _, column := range []string{
+		`"query_to_xml"('select 1', true, true, '')`,
+		`pg_catalog."table_to_xml"('memberships', true, true, '')`,
+		`U&"query!005fto!005fxml" UESCAPE '!' ('x', true, true, '')`,
+		`u&'x'`,
+		`"set_config"('meterbase.operator', 'x', false)`,
+		`"SET_CONFIG"('meterbase.operator', 'x', false)`,
+		`ts_stat('x')`,
+		`ts_rewrite('a'::tsquery, 'x')`,
+		`dblink('x', 'y')`,
+		`"select"`,
+	} {
+		_, _, err := tenancy.SQLOf(tn.Select(w, column))
+		require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, column)
+	}
+	for _, ok := range []string{
+		`created_at::timestamp with time zone`,
+		`"name"`, `"Weird Column"`, `coalesce(name, 'select')`,
+	} {
+		_, _, err := tenancy.SQLOf(tn.Select(w, ok))
+		require.NoError(t, err, ok)
+	}
+}
+
+// Having, ForUpdate with a left join, and an upsert without a target run
+// on Postgres.
+func TestMoreClausesAgainstPostgres(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	tn := tenantOf(t, db.Pool, w.ws[0])
+
+	rows, err := tn.Select(tenancy.MembershipsTable, "role", "count(*)").GroupBy("role").
+		Having("count(*) >= ?", 1).OrderBy("role").Query(ctx)
+	require.NoError(t, err)
+	type roleCount struct {
+		Role  string
+		Count int64
+	}
+	counts, err := pgx.CollectRows(rows, pgx.RowToStructByPos[roleCount])
+	require.NoError(t, err)
+	require.Equal(t, []roleCount{{"admin", 1}, {"member", 1}, {"owner", 2}}, counts)
+
+	require.NoError(t, tn.InTx(ctx, func(tx *tenancy.Tenant) error {
+		rows, err := tx.Select(tenancy.MembershipsTable, "memberships.user_id").
+			LeftJoin(tenancy.UsersTable, "users.user_id = memberships.user_id").
+			ForUpdate().Query(ctx)
+		if err != nil {
+			return err
+		}
+		locked, err := pgx.CollectRows(rows, pgx.RowTo[tenancy.UserID])
+		require.Len(t, locked, 4)
+		return err
+	}))
+
+	tag, err := tn.Insert(tenancy.MembershipsTable).Columns("user_id", "role").
+		Values(w.shared[0].ID, "member").OnConflictDoNothing().Exec(ctx)
+	require.NoError(t, err)
+	require.Zero(t, tag.RowsAffected())
 }

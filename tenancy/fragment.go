@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Caller SQL fragments (predicates, columns, join conditions, ORDER BY,
@@ -12,23 +14,26 @@ import (
 // against mistakes that would let a fragment reach beyond the tenant, and
 // row-level security stands behind them for what no lexer can see.
 
-// deniedWords may not appear outside quotes in a fragment: each starts a
-// query or a write of its own (a subquery reads other tenants' rows as
-// easily as the tenant's), or changes the row-level security settings.
+// deniedWords may not appear in a fragment, bare or as a quoted
+// identifier: each starts a query or a write of its own (a subquery reads
+// other tenants' rows as easily as the tenant's), or changes the row-level
+// security settings. (A CTE needs one of them too, so WITH, which also
+// spells "timestamp with time zone", is not among them.)
 var deniedWords = map[string]bool{
-	"select": true, "table": true, "values": true, "with": true,
+	"select": true, "table": true, "values": true,
 	"insert": true, "update": true, "delete": true, "merge": true, "into": true,
 	"set_config": true,
+	// Functions that run SQL given as text, or read a table by name.
+	"ts_stat": true, "ts_rewrite": true,
 }
 
-// scanFragment checks caller SQL and counts its placeholders. It refuses
-// what could break out of the parentheses the handle puts around it, or
-// out of the statement: unbalanced parentheses, ';', comments, '$' (dollar
-// quotes and numbered placeholders), backslashes (E” strings escape quotes
-// with them, and so do plain strings on a server without
-// standard_conforming_strings), subqueries and writes (deniedWords), and the
-// functions that run SQL given as text (query_to_xml and kin). '?' is a
-// placeholder; '??' is a literal question mark (squirrel's convention).
+// deniedWord reports whether word (lower-cased) is refused.
+func deniedWord(word string) bool {
+	return deniedWords[word] ||
+		strings.Contains(word, "_to_xml") || // query_to_xml, table_to_xml, cursor_to_xml...
+		strings.HasPrefix(word, "dblink")
+}
+
 func scanFragment(what, sql string) (placeholders int, err error) {
 	fail := func(reason string) (int, error) {
 		return 0, fmt.Errorf("%w: %s %q %s", ErrUnsafeSQL, what, sql, reason)
@@ -44,6 +49,9 @@ func scanFragment(what, sql string) (placeholders int, err error) {
 			end := strings.IndexByte(sql[i+1:], c)
 			if end < 0 {
 				return fail("has an unterminated quote")
+			}
+			if word := strings.ToLower(sql[i+1 : i+1+end]); c == '"' && deniedWord(word) {
+				return fail(fmt.Sprintf("contains %q; a fragment may not run a query or change settings of its own", word))
 			}
 			i += end + 1 // a doubled quote re-enters here as a new, empty literal
 		case c == '(':
@@ -71,7 +79,10 @@ func scanFragment(what, sql string) (placeholders int, err error) {
 				j++
 			}
 			word := strings.ToLower(sql[i:j])
-			if deniedWords[word] || strings.Contains(word, "_to_xml") {
+			if word == "u" && j < len(sql) && sql[j] == '&' {
+				return fail("contains a U& escaped string or name")
+			}
+			if deniedWord(word) {
 				return fail(fmt.Sprintf("contains %q; a fragment may not run a query or change settings of its own", word))
 			}
 			i = j - 1
@@ -109,7 +120,22 @@ func newFragment(what, sql string, args []any) (fragment, error) {
 	if n != len(args) {
 		return fragment{}, fmt.Errorf("%w: %s %q has %d placeholder(s) for %d argument(s)", ErrUnsafeSQL, what, sql, n, len(args))
 	}
+	for _, a := range args {
+		if err := checkArg(what, a); err != nil {
+			return fragment{}, err
+		}
+	}
 	return fragment{sql: sql, args: args}, nil
+}
+
+// checkArg refuses the argument types pgx reads as options rather than
+// values (pgx.NamedArgs rewrites the whole statement's placeholders).
+func checkArg(what string, a any) error {
+	switch a.(type) {
+	case pgx.QueryRewriter, pgx.QueryExecMode, pgx.QueryResultFormats, pgx.QueryResultFormatsByOID:
+		return fmt.Errorf("%w: %s has a %T argument, which pgx reads as an option, not a value", ErrUnsafeSQL, what, a)
+	}
+	return nil
 }
 
 // fragment is checked SQL with ? placeholders and exactly one argument per
@@ -119,12 +145,27 @@ type fragment struct {
 	args []any
 }
 
-// statementWriter assembles a statement, numbering placeholders $1, $2...
-// as it writes them, so every argument lands exactly where its fragment
-// put it.
+// statementWriter assembles a statement, numbering placeholders as it
+// writes them, so every argument lands exactly where its fragment put it.
+// The tenant's arguments are always $1 (workspace) and $2 (user, when the
+// statement touches a user-scoped table): no caller argument is ever the
+// statement's first, which pgx would read as an option if it were one.
 type statementWriter struct {
 	sb   strings.Builder
 	args []any
+}
+
+const (
+	workspaceParam = "$1"
+	userParam      = "$2"
+)
+
+// begin reserves the tenant's parameters.
+func (w *statementWriter) begin(t *Tenant, withUser bool) {
+	w.args = append(w.args, t.scope.workspace)
+	if withUser {
+		w.args = append(w.args, t.scope.user)
+	}
 }
 
 func (w *statementWriter) write(parts ...string) {

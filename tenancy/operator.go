@@ -96,7 +96,7 @@ func (o *Operator) ListWorkspaces(ctx context.Context, page Page) (WorkspaceList
 		return err
 	})
 	if err != nil {
-		return WorkspaceList{}, fmt.Errorf("tenancy: operator list workspaces: %w", err)
+		return WorkspaceList{}, fmt.Errorf("tenancy: operator list workspaces: %w", mapError(err))
 	}
 	list.Workspaces, list.Next = trimPage(list.Workspaces, limit, func(w Workspace) uuid.UUID { return w.ID.UUID() })
 	return list, nil

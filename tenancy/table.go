@@ -45,15 +45,24 @@ func DefineTable(name string, scope TableScope) Table {
 	if scope < Global || scope > UserScoped {
 		panic(fmt.Sprintf("tenancy: table %q has no scope", name))
 	}
+	// One name, one scope: a table declared once as a tenant table cannot
+	// be declared again as global (and so joined without its predicate).
+	if prev, loaded := tableScopes.LoadOrStore(name, scope); loaded && prev.(TableScope) != scope {
+		panic(fmt.Sprintf("tenancy: table %q is already defined with another scope", name))
+	}
 	if scope != Global {
 		tenantTables.Store(name, true)
 	}
 	return Table{name: name, scope: scope}
 }
 
-// tenantTables holds the name of every tenant table defined, for the checks
-// of hand-written SQL.
-var tenantTables sync.Map
+var (
+	// tableScopes holds every table defined, by name.
+	tableScopes sync.Map
+	// tenantTables holds the name of every tenant table defined, for the
+	// checks of hand-written SQL.
+	tenantTables sync.Map
+)
 
 // Name returns the table's name.
 func (t Table) Name() string { return t.name }

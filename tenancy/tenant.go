@@ -289,8 +289,11 @@ func (t *Tenant) namedArgs(sql string, args pgx.NamedArgs) (pgx.NamedArgs, error
 	}
 	named := make(pgx.NamedArgs, len(args)+2)
 	for k, v := range args {
-		if k == workspaceColumn || k == userColumn {
+		if strings.EqualFold(k, workspaceColumn) || strings.EqualFold(k, userColumn) {
 			return nil, fmt.Errorf("%w: @%s is supplied by the tenant handle, not the caller", ErrUnsafeSQL, k)
+		}
+		if err := checkArg("named argument @"+k, v); err != nil {
+			return nil, err
 		}
 		named[k] = v
 	}
@@ -302,24 +305,34 @@ func (t *Tenant) namedArgs(sql string, args pgx.NamedArgs) (pgx.NamedArgs, error
 }
 
 var (
-	namedTableReference = regexp.MustCompile(`(?i)\b(?:from|join|into|update|using)\s+"?([a-z_][a-z0-9_]*)"?`)
-	namedTenantEquality = regexp.MustCompile(`(?i)\bworkspace_id"?\s*=\s*@workspace_id\b`)
-	namedSetConfig      = regexp.MustCompile(`(?i)\bset_config\b`)
+	// namedTenantEquality is the filter hand-written SQL must use. The
+	// column may be qualified; the parameter's name is exact, as pgx's are.
+	namedTenantEquality = regexp.MustCompile(`(?i:\bworkspace_id"?)\s*=\s*@workspace_id\b`)
+	// namedWord finds every name in the SQL; a tenant table's name not
+	// followed by a dot (a column's qualifier) is a mention of the table.
+	namedWord = regexp.MustCompile(`[A-Za-z_][A-Za-z0-9_]*`)
 )
 
-// checkNamedSQL is the guard on hand-written SQL, which squirrel does not
-// build and the handle cannot restructure: it must filter every mention of
-// a tenant table with workspace_id = @workspace_id (at least as many such
-// equalities as mentions), and may not touch the row-level security
-// settings. It is a guard against mistakes, not a parser: hand-written SQL
-// is reviewed code, and the test tracer and row-level security check it too.
+// checkNamedSQL is the guard on hand-written SQL, which the handle does not
+// build and cannot restructure: it must filter with workspace_id =
+// @workspace_id at least once for every mention of a tenant table (a
+// correct join may need one more than it strictly would), and may not
+// touch the row-level security settings or hide names behind U& escapes.
+// It is a guard against mistakes, not a parser (it cannot see an OR that
+// widens a filter): hand-written SQL is reviewed code, and the test tracer
+// and row-level security check it too.
 func checkNamedSQL(sql string) error {
-	if namedSetConfig.MatchString(sql) {
+	lower := strings.ToLower(sql)
+	switch {
+	case strings.Contains(lower, "set_config"):
 		return fmt.Errorf("%w: hand-written SQL may not call set_config", ErrUnsafeSQL)
+	case strings.Contains(lower, "u&'") || strings.Contains(lower, "u&\""):
+		return fmt.Errorf("%w: hand-written SQL may not use U& escapes", ErrUnsafeSQL)
 	}
 	mentions := 0
-	for _, m := range namedTableReference.FindAllStringSubmatch(sql, -1) {
-		if _, ok := tenantTables.Load(strings.ToLower(m[1])); ok {
+	for _, m := range namedWord.FindAllStringIndex(sql, -1) {
+		word := strings.ToLower(sql[m[0]:m[1]])
+		if _, ok := tenantTables.Load(word); ok && (m[1] == len(sql) || sql[m[1]] != '.') {
 			mentions++
 		}
 	}
