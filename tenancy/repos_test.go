@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meterbase/meterbase/internal/pgtest"
@@ -356,4 +357,44 @@ func TestLastOwnerUnderRepeatableRead(t *testing.T) {
 		}
 		require.Equal(t, 1, failed, "round %d", round)
 	}
+}
+
+// The last-owner trigger runs as the tables' owner; a caller's temporary
+// table of the same name cannot stand in for the real one (with the
+// trigger's search_path open to pg_temp, this empty one would have made it
+// believe the workspace was being deleted).
+func TestLastOwnerTriggerIgnoresTemporaryTables(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	db.AppPool(t) // grants the role its privileges
+	app := db.Connect(t, func(c *pgxpool.Config) {
+		c.MaxConns = 1 // one session, so that the temporary table is seen
+		c.ConnConfig.Tracer = nil
+		c.ConnConfig.User = pgtest.AppRole()
+		c.ConnConfig.Password = pgtest.AppRole()
+	})
+	owner := newUser(t, db.Pool, "solo@example.com")
+	ws, err := tenancy.CreateWorkspace(ctx, app, "Solo", owner.ID)
+	require.NoError(t, err)
+	_, err = app.Exec(ctx, `CREATE TEMP TABLE workspaces (workspace_id uuid, updated_at timestamptz)`)
+	require.NoError(t, err)
+
+	require.ErrorIs(t, tenantOf(t, app, ws.ID).RemoveMember(ctx, owner.ID), tenancy.ErrLastOwner)
+}
+
+// Moving the last owner's membership to another workspace is refused too.
+func TestLastOwnerCannotBeMovedAway(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	raw := db.RawPool(t)
+	owner := newUser(t, db.Pool, "solo@example.com")
+	other := newUser(t, db.Pool, "other@example.com")
+	ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Solo", owner.ID)
+	require.NoError(t, err)
+	dest, err := tenancy.CreateWorkspace(ctx, db.Pool, "Dest", other.ID)
+	require.NoError(t, err)
+	_, err = raw.Exec(ctx, `UPDATE memberships SET workspace_id = $1 WHERE workspace_id = $2 AND user_id = $3`, dest.ID, ws.ID, owner.ID)
+	require.ErrorContains(t, err, "would be left without an owner")
 }
