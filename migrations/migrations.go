@@ -30,8 +30,10 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/golang-migrate/migrate/v4"
 	"github.com/golang-migrate/migrate/v4/database"
@@ -279,21 +281,11 @@ func (m *Migrator) run(ctx context.Context, target func(*Status) uint) (*Result,
 // ctx; a running migration file is bounded by its own statement_timeout, and
 // ctx's end stops the run before the next file.
 func (m *Migrator) locked(ctx context.Context, fn func(*pgx.Conn, *Status, *migrate.Migrate) error) (res *Result, err error) {
-	lockConn, err := m.pool.Acquire(ctx)
+	lockConn, schema, key, err := m.lock(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("migrations: acquire connection: %w", err)
-	}
-	conn := lockConn.Conn()
-	schema, err := m.resolveSchema(ctx, conn)
-	if err != nil {
-		lockConn.Release()
 		return nil, err
 	}
-	key := lockKey(schema, m.table)
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
-		lockConn.Release()
-		return nil, fmt.Errorf("migrations: wait for the migration lock: %w", err)
-	}
+	conn := lockConn.Conn()
 	defer func() {
 		// A session lock outlives the statement; if unlocking fails, close the
 		// session so the lock cannot stay behind on a pooled connection.
@@ -305,8 +297,16 @@ func (m *Migrator) locked(ctx context.Context, fn func(*pgx.Conn, *Status, *migr
 	}()
 
 	if m.schema != "" {
-		if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+quote(m.schema)); err != nil {
-			return nil, fmt.Errorf("migrations: create schema %q: %w", m.schema, err)
+		// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
+		// the schema is there; a host's role may well lack it.
+		var exists bool
+		if err := conn.QueryRow(ctx, `SELECT to_regnamespace($1) IS NOT NULL`, quote(m.schema)).Scan(&exists); err != nil {
+			return nil, fmt.Errorf("migrations: look up schema %q: %w", m.schema, err)
+		}
+		if !exists {
+			if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+quote(m.schema)); err != nil {
+				return nil, fmt.Errorf("migrations: create schema %q: %w", m.schema, err)
+			}
 		}
 	}
 	before, err := m.status(ctx, conn)
@@ -328,7 +328,12 @@ func (m *Migrator) locked(ctx context.Context, fn func(*pgx.Conn, *Status, *migr
 		return nil, errors.Join(runErr, err)
 	}
 	if runErr != nil {
-		return nil, m.explain(mig, before, after, runErr)
+		runErr = m.explain(mig, before, after, runErr)
+		// Where the run got to, files before the failed one included.
+		if now, err := m.status(context.WithoutCancel(ctx), conn); err == nil {
+			after = now
+		}
+		return &Result{From: before.Version, To: after.Version}, runErr
 	}
 	if after.Version == 0 && before.Version != 0 {
 		if _, err := conn.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS `+quote(schema)+"."+quote(m.table)); err != nil {
@@ -336,6 +341,41 @@ func (m *Migrator) locked(ctx context.Context, fn func(*pgx.Conn, *Status, *migr
 		}
 	}
 	return &Result{From: before.Version, To: after.Version}, nil
+}
+
+// lock takes the migration advisory lock on a connection of the pool and
+// returns that connection, which holds it. It waits with pg_try_advisory_lock
+// and gives its connection back to the pool between tries: a migrator that
+// waited holding a connection could starve the one holding the lock of the
+// second connection it needs, on a small pool. The wait ends with ctx.
+func (m *Migrator) lock(ctx context.Context) (conn *pgxpool.Conn, schema string, key int64, err error) {
+	wait := 10 * time.Millisecond
+	for {
+		conn, err = m.pool.Acquire(ctx)
+		if err != nil {
+			return nil, "", 0, fmt.Errorf("migrations: wait for the migration lock: acquire connection: %w", err)
+		}
+		if schema, err = m.resolveSchema(ctx, conn.Conn()); err != nil {
+			conn.Release()
+			return nil, "", 0, err
+		}
+		key = lockKey(schema, m.table)
+		var locked bool
+		if err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&locked); err != nil {
+			conn.Release()
+			return nil, "", 0, fmt.Errorf("migrations: wait for the migration lock: %w", err)
+		}
+		if locked {
+			return conn, schema, key, nil
+		}
+		conn.Release()
+		select {
+		case <-ctx.Done():
+			return nil, "", 0, fmt.Errorf("migrations: wait for the migration lock: %w", ctx.Err())
+		case <-time.After(wait + rand.N(wait)):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
 }
 
 // explain turns a failed run into an error that names the migration. A file

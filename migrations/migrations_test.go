@@ -2,6 +2,8 @@ package migrations_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -232,9 +234,10 @@ func TestFailedMigrationRollsBackCleanly(t *testing.T) {
 	}
 	m := migrations.NewWithFS(t, db.Pool, nil, fsys)
 
-	_, err := m.Up(ctx)
+	res, err := m.Up(ctx)
 	var fileErr *migrations.FileError
 	require.ErrorAs(t, err, &fileErr)
+	require.Equal(t, migrations.Result{From: 0, To: 1}, *res, "the result says how far the run got")
 	require.Equal(t, uint(2), fileErr.Version)
 	require.Equal(t, "0002_b.up.sql", fileErr.Path)
 	require.Contains(t, err.Error(), "division by zero")
@@ -251,7 +254,7 @@ func TestFailedMigrationRollsBackCleanly(t *testing.T) {
 	// The fixed file ships in a new binary, which retries.
 	fsys["0002_b.up.sql"] = &fstest.MapFile{Data: []byte("CREATE TABLE b (id int);")}
 	m = migrations.NewWithFS(t, db.Pool, nil, fsys)
-	res, err := m.Up(ctx)
+	res, err = m.Up(ctx)
 	require.NoError(t, err)
 	require.Equal(t, migrations.Result{From: 1, To: 2}, *res)
 }
@@ -417,4 +420,43 @@ func TestCancelledRunIsNotSuccess(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, res.To, st.Version)
 	require.False(t, st.Dirty)
+}
+
+// Many callers on one small pool: a caller waiting for the lock gives its
+// connection back between tries, so the one holding the lock always gets
+// the second connection it needs.
+func TestConcurrentMigrateOnOneSmallPool(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewEmptyDB(t)
+	pool := db.Connect(t, func(c *pgxpool.Config) { c.MaxConns = 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	errs := make([]error, 4)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = migrations.Migrate(ctx, pool, nil) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		require.NoError(t, err, "caller %d", i)
+	}
+}
+
+// A Config.Schema that exists already is used without CREATE SCHEMA, which
+// needs a privilege on the database that a host's role may not have.
+func TestExistingSchemaNeedsNoCreatePrivilege(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewEmptyDB(t)
+	_, err := db.Pool.Exec(ctx, `CREATE SCHEMA meta; REVOKE CREATE ON DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` FROM PUBLIC`)
+	require.NoError(t, err)
+	role := fmt.Sprintf("mbt_%d_nocreate", os.Getpid()) // swept by the harness if this process dies
+	_, err = db.Pool.Exec(ctx, `CREATE ROLE `+role+` LOGIN; GRANT USAGE, CREATE ON SCHEMA meta, public TO `+role)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = db.Pool.Exec(context.Background(), `DROP OWNED BY `+role+`; DROP ROLE IF EXISTS `+role)
+	})
+	pool := db.Connect(t, func(c *pgxpool.Config) { c.ConnConfig.User = role })
+	_, err = migrations.Migrate(ctx, pool, &migrations.Config{Schema: "meta"})
+	require.NoError(t, err)
 }

@@ -104,8 +104,12 @@ func (p *Plan) WriteTo(w io.Writer) (int64, error) {
 -- Each file below is sent to PostgreSQL as one query string, exactly as
 -- printed. A file without CREATE INDEX CONCURRENTLY runs as one implicit
 -- transaction: it commits whole or not at all, and its SET LOCAL settings
--- end with it (to run one by hand, use psql --single-transaction --file).
--- After each file meterbase records the new version in its version table.
+-- end with it. This is a script to read, not to run: to apply a file by
+-- hand, run that file alone (psql --single-transaction --file=FILE, or
+-- plain --file for a CONCURRENTLY one), then record its version.
+-- Around the files, meterbase creates its version table if it is missing,
+-- records the new version after each file, and drops the table again when
+-- a run ends at version 0.
 `)
 		for _, s := range p.Steps {
 			mode := "one transaction"
