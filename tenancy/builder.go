@@ -482,7 +482,9 @@ func (u UpdateBuilder) Set(column string, value any) UpdateBuilder {
 }
 
 // valueFragment renders a value to assign: an sq.Sqlizer (sq.Expr("now()"))
-// as checked SQL, anything else as one argument.
+// as checked SQL in parentheses, anything else as one argument. The
+// parentheses make the expression one value: a comma in it cannot start
+// another assignment (of workspace_id, say), nor a FROM another table.
 func valueFragment(what string, value any) (fragment, error) {
 	s, ok := value.(sq.Sqlizer)
 	if !ok {
@@ -492,7 +494,9 @@ func valueFragment(what string, value any) (fragment, error) {
 	if err != nil {
 		return fragment{}, fmt.Errorf("%w: %v", ErrUnsafeSQL, err)
 	}
-	return newFragment(what, sql, args)
+	f, err := newFragment(what, sql, args)
+	f.sql = "(" + f.sql + ")"
+	return f, err
 }
 
 // SetMap assigns every column of m.

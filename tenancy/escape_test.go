@@ -333,3 +333,80 @@ func TestMoreClausesAgainstPostgres(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, tag.RowsAffected())
 }
+
+// A SET or VALUES expression is one value: a comma in it cannot assign
+// workspace_id, nor a FROM bring in another table. On the owner's
+// connection, where row-level security would not stop them.
+func TestAssignedExpressionsStayOneValue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	raw := db.RawPool(t)
+	w := buildWorld(t, db.Pool)
+	tn := tenantOf(t, db.Pool, w.ws[0])
+	before := rowsOf(t, raw, w.ws[:]...)
+
+	_, err := tn.Update(tenancy.MembershipsTable).Set("role", sq.Expr("'owner', workspace_id = ?", w.ws[1])).
+		Where(sq.Eq{"user_id": w.shared[0].ID}).Exec(ctx)
+	require.Error(t, err)
+	rows, err := tn.Update(tenancy.WorkspacesTable).Set("name", sq.Expr("workspaces.name FROM memberships m")).
+		Where("m.workspace_id = ?", w.ws[1]).Returning("m.user_id").Query(ctx)
+	if err == nil {
+		_, err = pgx.CollectRows(rows, pgx.RowTo[tenancy.UserID])
+	}
+	require.Error(t, err)
+	_, err = tn.Insert(tenancy.MembershipsTable).Columns("user_id", "role").
+		Values(w.outside.ID, sq.Expr("'member'), (?, ?, 'owner'", w.ws[1], w.outside.ID)).Exec(ctx)
+	require.Error(t, err)
+
+	require.Equal(t, before, rowsOf(t, raw, w.ws[:]...))
+
+	sql, _, err := tenancy.SQLOf(tn.Update(tenancy.MembershipsTable).Set("updated_at", sq.Expr("now()")).All())
+	require.NoError(t, err)
+	require.Equal(t, "UPDATE memberships SET updated_at = (now()) WHERE memberships.workspace_id = $1", sql)
+}
+
+// Hand-written SQL is read without its comments and literals, must be one
+// query or write, and may not set anything.
+func TestNamedSQLIsReadAsCode(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	tn := tenantOf(t, db.Pool, w.ws[0])
+	for _, sql := range []string{
+		`SET SESSION meterbase.operator = 'x' -- workspace_id = @workspace_id`,
+		`RESET meterbase.workspace_id /* workspace_id = @workspace_id */`,
+		`SELECT count(*) FROM memberships /* workspace_id = @workspace_id */`,
+		`SELECT count(*) FROM memberships WHERE role <> 'workspace_id = @workspace_id'`,
+		`SELECT query_to_xml('SELECT 1', true, true, '') FROM memberships WHERE workspace_id = @workspace_id`,
+		`SELECT 1 FROM memberships WHERE workspace_id = @workspace_id; SELECT 1`,
+		`DO $$ BEGIN END $$`,
+		`SELECT 1 FROM memberships WHERE workspace_id = @workspace_id /* unterminated`,
+	} {
+		_, err := tn.ExecNamed(ctx, sql, nil)
+		require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, sql)
+	}
+	var n int
+	require.NoError(t, tn.QueryRowNamed(ctx, `-- a comment
+		SELECT count(*) FROM "memberships" /* nested /* comment */ */ WHERE workspace_id = @workspace_id AND role <> 'x;y'`, nil).Scan(&n))
+	require.Equal(t, 4, n)
+}
+
+// The rows a handle returns lend no connection.
+func TestRowsLendNoConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	tn := tenantOf(t, db.Pool, w.ws[0])
+	require.NoError(t, tn.InTx(ctx, func(tx *tenancy.Tenant) error {
+		rows, err := tx.Select(tenancy.MembershipsTable, "role").Where("true").Query(ctx)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		require.Nil(t, rows.Conn())
+		return nil
+	}))
+}

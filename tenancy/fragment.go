@@ -14,26 +14,41 @@ import (
 // against mistakes that would let a fragment reach beyond the tenant, and
 // row-level security stands behind them for what no lexer can see.
 
-// deniedWords may not appear in a fragment, bare or as a quoted
-// identifier: each starts a query or a write of its own (a subquery reads
-// other tenants' rows as easily as the tenant's), or changes the row-level
-// security settings. (A CTE needs one of them too, so WITH, which also
-// spells "timestamp with time zone", is not among them.)
-var deniedWords = map[string]bool{
+// queryWords may not appear in a fragment, bare or as a quoted name: each
+// starts a query or a write of its own, and a subquery reads other tenants'
+// rows as easily as the tenant's. (A CTE needs one of them too, so WITH,
+// which also spells "timestamp with time zone", is not among them.)
+var queryWords = map[string]bool{
 	"select": true, "table": true, "values": true,
 	"insert": true, "update": true, "delete": true, "merge": true, "into": true,
-	"set_config": true,
-	// Functions that run SQL given as text, or read a table by name.
-	"ts_stat": true, "ts_rewrite": true,
 }
 
-// deniedWord reports whether word (lower-cased) is refused.
-func deniedWord(word string) bool {
-	return deniedWords[word] ||
-		strings.Contains(word, "_to_xml") || // query_to_xml, table_to_xml, cursor_to_xml...
+// runsSQL reports whether word (lower-cased) names a function that changes
+// the row-level security settings, runs SQL given as text, or reads a
+// table by name. Neither fragments nor hand-written SQL may call one.
+func runsSQL(word string) bool {
+	switch word {
+	case "set_config", "ts_stat", "ts_rewrite":
+		return true
+	}
+	return strings.Contains(word, "_to_xml") || // query_to_xml, table_to_xml, cursor_to_xml...
 		strings.HasPrefix(word, "dblink")
 }
 
+// deniedWord reports whether word (lower-cased) is refused in a fragment.
+func deniedWord(word string) bool { return queryWords[word] || runsSQL(word) }
+
+// scanFragment checks caller SQL and counts its placeholders. It refuses
+// what could break out of the parentheses the handle puts around it, or out
+// of the statement: unbalanced parentheses, ';', comments, '$' (dollar
+// quotes and numbered placeholders), backslashes (E'...' strings escape
+// quotes with them, and so do plain strings on a server without
+// standard_conforming_strings), U& escapes (which could spell any word),
+// and denied words, bare or quoted. '?' is a placeholder; '??' is a literal
+// question mark (squirrel's convention).
+//
+// It is a guard against mistakes, not a sandbox: a host's own functions,
+// for one, can do anything, and no lexer can see into them.
 func scanFragment(what, sql string) (placeholders int, err error) {
 	fail := func(reason string) (int, error) {
 		return 0, fmt.Errorf("%w: %s %q %s", ErrUnsafeSQL, what, sql, reason)

@@ -55,26 +55,69 @@ func requireTenantHolds(t *testing.T, sql string, args []any, prefix string) {
 	}
 }
 
-func FuzzWherePredicate(f *testing.F) {
+// requireOneGroup checks that rest opens with prefix, then one
+// parenthesised group, then exactly suffix: the fragment inside cannot have
+// closed the group early.
+func requireOneGroup(t *testing.T, sql, prefix, suffix string) {
+	t.Helper()
+	require.True(t, strings.HasPrefix(sql, prefix), sql)
+	group := sql[len(prefix):]
+	end := groupEnd(group)
+	require.Positive(t, end, "unbalanced group: %s", sql)
+	require.Equal(t, suffix, group[end+1:], "the fragment escaped its group: %s", sql)
+}
+
+// FuzzFragments feeds one caller fragment to every place the builders take
+// one. Whatever it is, the handle either refuses it with ErrUnsafeSQL or
+// renders a statement whose tenant predicate stands first and whose
+// fragment stays inside its own group.
+//
+//	go test -run '^$' -fuzz FuzzFragments -fuzztime 1m ./tenancy
+func FuzzFragments(f *testing.F) {
 	for _, seed := range []string{
 		"role = ?", "a OR b", "true) OR (true", "x = 'it''s' OR (y)", "(((a)))", "a = ')' OR b",
 		"1=1 --", "a; DROP TABLE users", `"weird"")" = 1`, "$1 = $1", "", "  ", "/* c */ a", "a ? b",
+		`E'\'' <> '' ) OR ( E'\'' <> ''`, "'owner', workspace_id = ?", "workspaces.name FROM memberships m",
+		`"set_config"('x', 'y', false)`, "(SELECT 1)", "a ?? b", "now()",
 	} {
 		f.Add(seed)
 	}
 	tn := offlineTenant(f)
-	const prefix = "SELECT user_id FROM memberships WHERE memberships.workspace_id = $1"
-	f.Fuzz(func(t *testing.T, pred string) {
-		sql, args, err := tenancy.SQLOf(tn.Select(tenancy.MembershipsTable, "user_id").Where(pred).Where(pred, 1))
+	m := tenancy.MembershipsTable
+	refused := func(t *testing.T, err error) bool {
 		if err != nil {
 			require.ErrorIs(t, err, tenancy.ErrUnsafeSQL)
-			return
+			return true
 		}
-		requireTenantHolds(t, sql, args, prefix)
-
-		sql, args, err = tenancy.SQLOf(tn.Delete(tenancy.MembershipsTable).Where(pred).Where(pred, 1).All())
-		require.NoError(t, err)
-		requireTenantHolds(t, sql, args, "DELETE FROM memberships WHERE memberships.workspace_id = $1")
+		return false
+	}
+	f.Fuzz(func(t *testing.T, frag string) {
+		const where = "SELECT user_id FROM memberships WHERE memberships.workspace_id = $1"
+		for _, args := range [][]any{nil, {1}, {1, 2}} {
+			sql, got, err := tenancy.SQLOf(tn.Select(m, "user_id").Where(frag, args...))
+			if !refused(t, err) {
+				requireTenantHolds(t, sql, got, where)
+			}
+			sql, got, err = tenancy.SQLOf(tn.Delete(m).Where(frag, args...).All())
+			if !refused(t, err) {
+				requireTenantHolds(t, sql, got, "DELETE FROM memberships WHERE memberships.workspace_id = $1")
+			}
+			sql, got, err = tenancy.SQLOf(tn.Update(m).Set("role", sq.Expr(frag, args...)).Where("true"))
+			if !refused(t, err) {
+				require.Equal(t, wsA, got[0])
+				requireOneGroup(t, sql, "UPDATE memberships SET role = ", " WHERE memberships.workspace_id = $1 AND (true)")
+			}
+			sql, got, err = tenancy.SQLOf(tn.Select(m, "user_id").Join(tenancy.UsersTable, frag, args...))
+			if !refused(t, err) {
+				require.Equal(t, wsA, got[0])
+				requireOneGroup(t, sql, "SELECT user_id FROM memberships JOIN users ON ", " WHERE memberships.workspace_id = $1")
+			}
+		}
+		sql, got, err := tenancy.SQLOf(tn.Select(m, "user_id").OrderBy(frag))
+		if !refused(t, err) {
+			require.Equal(t, []any{wsA}, got)
+			require.True(t, strings.HasPrefix(sql, where+" ORDER BY "), sql)
+		}
 	})
 }
 

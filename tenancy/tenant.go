@@ -202,6 +202,10 @@ type mappedRows struct{ pgx.Rows }
 
 func (r mappedRows) Err() error { return mapError(r.Rows.Err()) }
 
+// Conn returns nil: the handle lends no connection, not even through its
+// rows (inside InTx, that would be the transaction's).
+func (r mappedRows) Conn() *pgx.Conn { return nil }
+
 type mappedRow struct{ pgx.Row }
 
 func (r mappedRow) Scan(dest ...any) error { return mapError(r.Row.Scan(dest...)) }
@@ -307,40 +311,113 @@ func (t *Tenant) namedArgs(sql string, args pgx.NamedArgs) (pgx.NamedArgs, error
 var (
 	// namedTenantEquality is the filter hand-written SQL must use. The
 	// column may be qualified; the parameter's name is exact, as pgx's are.
-	namedTenantEquality = regexp.MustCompile(`(?i:\bworkspace_id"?)\s*=\s*@workspace_id\b`)
+	namedTenantEquality = regexp.MustCompile(`(?i:\bworkspace_id)\s*=\s*@workspace_id\b`)
 	// namedWord finds every name in the SQL; a tenant table's name not
 	// followed by a dot (a column's qualifier) is a mention of the table.
-	namedWord = regexp.MustCompile(`[A-Za-z_][A-Za-z0-9_]*`)
+	namedWord = regexp.MustCompile(`[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*`)
+	// namedStatements are the statements hand-written SQL may be.
+	namedStatements = map[string]bool{"select": true, "with": true, "insert": true, "update": true, "delete": true}
 )
 
 // checkNamedSQL is the guard on hand-written SQL, which the handle does not
-// build and cannot restructure: it must filter with workspace_id =
-// @workspace_id at least once for every mention of a tenant table (a
-// correct join may need one more than it strictly would), and may not
-// touch the row-level security settings or hide names behind U& escapes.
-// It is a guard against mistakes, not a parser (it cannot see an OR that
-// widens a filter): hand-written SQL is reviewed code, and the test tracer
-// and row-level security check it too.
+// build and cannot restructure. Read without its comments and literals, it
+// must be one SELECT, WITH, INSERT, UPDATE or DELETE; it may not call what
+// fragments may not (set_config, the functions that run SQL given as
+// text); and it must filter with workspace_id = @workspace_id at least once
+// for every mention of a tenant table (a correct join may need one more
+// than it strictly would). It is a guard against mistakes, not a parser
+// (it cannot see an OR that widens a filter): hand-written SQL is reviewed
+// code, and the test tracer and row-level security check it too.
 func checkNamedSQL(sql string) error {
-	lower := strings.ToLower(sql)
-	switch {
-	case strings.Contains(lower, "set_config"):
-		return fmt.Errorf("%w: hand-written SQL may not call set_config", ErrUnsafeSQL)
-	case strings.Contains(lower, "u&'") || strings.Contains(lower, "u&\""):
-		return fmt.Errorf("%w: hand-written SQL may not use U& escapes", ErrUnsafeSQL)
+	code, err := namedCode(sql)
+	if err != nil {
+		return err
+	}
+	words := namedWord.FindAllStringIndex(code, -1)
+	if len(words) == 0 || !namedStatements[strings.ToLower(code[words[0][0]:words[0][1]])] {
+		return fmt.Errorf("%w: hand-written SQL must be one SELECT, WITH, INSERT, UPDATE or DELETE", ErrUnsafeSQL)
 	}
 	mentions := 0
-	for _, m := range namedWord.FindAllStringIndex(sql, -1) {
-		word := strings.ToLower(sql[m[0]:m[1]])
-		if _, ok := tenantTables.Load(word); ok && (m[1] == len(sql) || sql[m[1]] != '.') {
+	for _, m := range words {
+		word := strings.ToLower(code[m[0]:m[1]])
+		if runsSQL(word) {
+			return fmt.Errorf("%w: hand-written SQL may not call %s", ErrUnsafeSQL, word)
+		}
+		if _, ok := tenantTables.Load(word); ok && (m[1] == len(code) || code[m[1]] != '.') {
 			mentions++
 		}
 	}
-	equalities := len(namedTenantEquality.FindAllStringIndex(sql, -1))
+	equalities := len(namedTenantEquality.FindAllStringIndex(code, -1))
 	if equalities == 0 || equalities < mentions {
 		return fmt.Errorf("%w: hand-written SQL mentions %d tenant table(s) but filters %d time(s) on workspace_id = @workspace_id; filter every one", ErrUnsafeSQL, mentions, equalities)
 	}
 	return nil
+}
+
+// namedCode returns hand-written SQL without its comments and with its
+// string literals emptied (quoted names keep their text, unquoted), so that
+// nothing in a comment or a literal counts as code. It refuses what would
+// make that reading unreliable or the statement more than one: ';', '$'
+// (dollar quotes), backslashes (E'...' strings) and U& escapes.
+func namedCode(sql string) (string, error) {
+	fail := func(reason string) (string, error) {
+		return "", fmt.Errorf("%w: hand-written SQL %s", ErrUnsafeSQL, reason)
+	}
+	var b strings.Builder
+	for i := 0; i < len(sql); i++ {
+		c := sql[i]
+		switch {
+		case c == '\\':
+			return fail("contains a backslash")
+		case c == '$':
+			return fail("contains '$'; name parameters @like_this")
+		case c == ';':
+			return fail("contains ';'")
+		case (c == 'u' || c == 'U') && i+1 < len(sql) && sql[i+1] == '&':
+			return fail("contains a U& escape")
+		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
+			end := strings.IndexByte(sql[i:], '\n')
+			if end < 0 {
+				end = len(sql) - i
+			}
+			i += end - 1
+			b.WriteByte(' ')
+		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
+			depth := 0
+			j := i
+			for ; j < len(sql); j++ {
+				if strings.HasPrefix(sql[j:], "/*") {
+					depth++
+					j++
+				} else if strings.HasPrefix(sql[j:], "*/") {
+					depth--
+					j++
+					if depth == 0 {
+						break
+					}
+				}
+			}
+			if depth != 0 {
+				return fail("has an unterminated comment")
+			}
+			i = j
+			b.WriteByte(' ')
+		case c == '\'' || c == '"':
+			end := strings.IndexByte(sql[i+1:], c)
+			if end < 0 {
+				return fail("has an unterminated quote")
+			}
+			if c == '"' {
+				b.WriteString(sql[i+1 : i+1+end])
+			} else {
+				b.WriteString("''")
+			}
+			i += end + 1
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
 }
 
 type errRow struct{ err error }
