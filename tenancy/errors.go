@@ -89,10 +89,14 @@ var (
 // ErrUniqueViolation and the like), table and name.
 type ConstraintError = pg.ConstraintError
 
+// mapError translates a driver error, keeping whatever wrapped it.
 func mapError(err error) error {
 	err = pg.MapError(err)
-	if err == pg.ErrNoRows {
+	switch {
+	case err == pg.ErrNoRows:
 		return ErrNotFound
+	case errors.Is(err, pg.ErrNoRows) && !errors.Is(err, ErrNotFound):
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	return err
 }

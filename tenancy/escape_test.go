@@ -3,6 +3,7 @@ package tenancy_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	sq "github.com/Masterminds/squirrel"
@@ -409,4 +410,23 @@ func TestRowsLendNoConnection(t *testing.T) {
 		require.Nil(t, rows.Conn())
 		return nil
 	}))
+}
+
+// InTx gives back the caller's own error as the caller made it.
+func TestInTxKeepsCallersError(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	tn := tenantOf(t, db.Pool, w.ws[0])
+	mine := fmt.Errorf("load invoice 42: %w", pgx.ErrNoRows)
+	err := tn.InTx(ctx, func(*tenancy.Tenant) error { return mine })
+	require.Same(t, mine, err)
+
+	err = tn.InTx(ctx, func(tx *tenancy.Tenant) error {
+		err := tx.Select(tenancy.MembershipsTable, "role").Where(sq.Eq{"user_id": w.outside.ID}).QueryRow(ctx).Scan(new(string))
+		return fmt.Errorf("find the outsider: %w", err)
+	})
+	require.ErrorIs(t, err, tenancy.ErrNotFound)
+	require.Contains(t, err.Error(), "find the outsider")
 }

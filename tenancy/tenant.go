@@ -102,6 +102,7 @@ func (t *Tenant) Scope() Scope { return t.scope }
 // one) whose row-level security context is this tenant's. The Tenant given
 // to fn is bound to that transaction and must not be used after fn returns.
 func (t *Tenant) InTx(ctx context.Context, fn func(tx *Tenant) error) error {
+	var fnErr error
 	err := pg.InTx(ctx, t.db, func(tx pgx.Tx) error {
 		inner := *t
 		inner.db = tx
@@ -112,8 +113,8 @@ func (t *Tenant) InTx(ctx context.Context, fn func(tx *Tenant) error) error {
 			}
 			inner.contextSet = true
 		}
-		if err := fn(&inner); err != nil {
-			return err
+		if fnErr = fn(&inner); fnErr != nil {
+			return fnErr
 		}
 		// A savepoint's settings survive its release into the host's
 		// transaction; a failed one is rolled back with them.
@@ -124,6 +125,9 @@ func (t *Tenant) InTx(ctx context.Context, fn func(tx *Tenant) error) error {
 		}
 		return nil
 	})
+	if err != nil && err == fnErr {
+		return err // the caller's own, as it made it
+	}
 	return mapError(err)
 }
 

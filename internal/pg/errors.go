@@ -27,11 +27,11 @@ type ConstraintError struct {
 	Table      string // table the constraint belongs to
 	Constraint string // constraint or index name
 	Detail     string // the server's detail line
-	err        *pgconn.PgError
+	err        error  // the error translated, with whatever wrapped it
 }
 
 func (e *ConstraintError) Error() string {
-	return fmt.Sprintf("%v: constraint %q on %q: %s", e.Kind, e.Constraint, e.Table, e.err.Message)
+	return fmt.Sprintf("%v: constraint %q on %q: %v", e.Kind, e.Constraint, e.Table, e.err)
 }
 
 // Is makes errors.Is(err, pg.ErrUniqueViolation) and friends work.
@@ -52,20 +52,29 @@ const (
 )
 
 // MapError translates pgx.ErrNoRows and the Postgres error codes the library
-// cares about; anything else is returned unchanged.
+// cares about; anything else is returned unchanged. The translation wraps
+// err, so whatever context a caller added stays in the message and in the
+// chain, and an error translated once is left as it is.
 func MapError(err error) error {
 	if err == nil {
 		return nil
 	}
+	var ce *ConstraintError
+	if errors.As(err, &ce) || errors.Is(err, ErrNoRows) || errors.Is(err, ErrSerialization) || errors.Is(err, ErrLockNotAvailable) {
+		return err
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
-		return ErrNoRows
+		if err == pgx.ErrNoRows {
+			return ErrNoRows
+		}
+		return fmt.Errorf("%w: %w", ErrNoRows, err)
 	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return err
 	}
 	constraint := func(kind error) error {
-		return &ConstraintError{Kind: kind, Table: pgErr.TableName, Constraint: pgErr.ConstraintName, Detail: pgErr.Detail, err: pgErr}
+		return &ConstraintError{Kind: kind, Table: pgErr.TableName, Constraint: pgErr.ConstraintName, Detail: pgErr.Detail, err: err}
 	}
 	switch pgErr.Code {
 	case codeUniqueViolation:

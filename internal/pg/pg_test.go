@@ -3,6 +3,7 @@ package pg_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -99,4 +100,25 @@ func TestMapError(t *testing.T) {
 	other := errors.New("other")
 	require.Equal(t, other, pg.MapError(other))
 	require.NoError(t, pg.MapError(nil))
+}
+
+// Translation keeps what wrapped the error, and translating twice changes
+// nothing.
+func TestMapErrorKeepsContext(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	_, err := db.Pool.Exec(ctx, `CREATE TABLE u (id int PRIMARY KEY); INSERT INTO u VALUES (1)`)
+	require.NoError(t, err)
+	_, err = db.Pool.Exec(ctx, `INSERT INTO u VALUES (1)`)
+	wrapped := fmt.Errorf("load invoice 42: %w", err)
+	mapped := pg.MapError(wrapped)
+	require.ErrorIs(t, mapped, pg.ErrUniqueViolation)
+	require.Contains(t, mapped.Error(), "load invoice 42")
+	require.Equal(t, mapped, pg.MapError(mapped))
+
+	noRows := fmt.Errorf("load invoice 42: %w", pgx.ErrNoRows)
+	require.ErrorIs(t, pg.MapError(noRows), pg.ErrNoRows)
+	require.Contains(t, pg.MapError(noRows).Error(), "load invoice 42")
+	require.Equal(t, pg.ErrNoRows, pg.MapError(pgx.ErrNoRows))
 }
