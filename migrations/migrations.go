@@ -313,7 +313,7 @@ func (m *Migrator) locked(ctx context.Context, fn func(*pgx.Conn, *Status, *migr
 	if err != nil {
 		return nil, err
 	}
-	mig, err := m.newMigrate(schema)
+	mig, err := m.newMigrateCtx(ctx, schema)
 	if err != nil {
 		return nil, err
 	}
@@ -406,13 +406,14 @@ func (m *Migrator) explain(mig *migrate.Migrate, before, after *Status, runErr e
 		}
 	}
 	cause := queryCause(runErr)
+	if file.Path == "" || !isTransactional(file.SQL) {
+		// Part of the file may have run: no promise that nothing changed.
+		return &FileError{Version: failed, Path: file.Path, Err: cause}
+	}
 	if pgErr := (*pgconn.PgError)(nil); errors.As(cause, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable {
 		cause = &LockTimeoutError{Timeout: lockTimeoutOf(file.SQL), Err: cause}
 	}
 	ferr := &FileError{Version: failed, Path: file.Path, Err: cause}
-	if file.Path == "" || !isTransactional(file.SQL) {
-		return ferr
-	}
 	target := int(clean)
 	if clean == 0 {
 		target = database.NilVersion
@@ -458,6 +459,33 @@ func queryCause(err error) error {
 		return fmt.Errorf("%w%s", dbErr.OrigErr, detail)
 	}
 	return dbErr.OrigErr
+}
+
+// newMigrateCtx is newMigrate bounded by ctx. golang-migrate takes the
+// connection it runs on with context.Background(), which waits for as long
+// as the host's own work keeps the pool full; past ctx the caller gets its
+// error, and an instance that arrives later is closed.
+func (m *Migrator) newMigrateCtx(ctx context.Context, schema string) (*migrate.Migrate, error) {
+	type made struct {
+		mig *migrate.Migrate
+		err error
+	}
+	done := make(chan made, 1)
+	go func() {
+		mig, err := m.newMigrate(schema)
+		done <- made{mig, err}
+	}()
+	select {
+	case r := <-done:
+		return r.mig, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.mig != nil {
+				_, _ = r.mig.Close()
+			}
+		}()
+		return nil, fmt.Errorf("migrations: wait for a connection to run the files on: %w", ctx.Err())
+	}
 }
 
 func (m *Migrator) newMigrate(schema string) (*migrate.Migrate, error) {

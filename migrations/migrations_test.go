@@ -460,3 +460,29 @@ func TestExistingSchemaNeedsNoCreatePrivilege(t *testing.T) {
 	_, err = migrations.Migrate(ctx, pool, &migrations.Config{Schema: "meta"})
 	require.NoError(t, err)
 }
+
+// The wait for the second connection, which golang-migrate takes without a
+// context, still ends with the caller's.
+func TestWaitForRunConnectionEndsWithContext(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewEmptyDB(t)
+	pool := db.Connect(t, func(c *pgxpool.Config) { c.MaxConns = 2 })
+	// The host holds one of the two connections for longer than the caller
+	// will wait; the migrator gets the other for its lock and then waits.
+	held, err := pool.Acquire(context.Background())
+	require.NoError(t, err)
+	released := make(chan struct{})
+	go func() { time.Sleep(3 * time.Second); held.Release(); close(released) }()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = migrations.Migrate(ctx, pool, nil)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, time.Since(start), 2*time.Second, "the caller's context bounds the wait")
+	<-released
+
+	// Once the host lets go, a new run succeeds, the abandoned one cleaned up.
+	_, err = migrations.Migrate(context.Background(), pool, nil)
+	require.NoError(t, err)
+}
