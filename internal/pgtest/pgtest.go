@@ -16,8 +16,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,7 +78,7 @@ func setup() error {
 		}
 		admin, setupErr = pgxpool.New(ctx, server.URL)
 		prefix = fmt.Sprintf("mbt_%d_", os.Getpid())
-		if setupErr == nil && server.Source == "local" {
+		if setupErr == nil && sweepable(server.URL) {
 			sweepOrphans(ctx)
 		}
 	})
@@ -254,6 +256,27 @@ func buildTemplate() (string, error) {
 		return "", err
 	}
 	return name, nil
+}
+
+// sweepable reports whether the server's leftovers can be told apart by
+// process id: only a server on this machine (loopback or a Unix socket)
+// serves test processes whose pids /proc can vouch for, and only Linux has
+// a /proc to ask.
+func sweepable(url string) bool {
+	if runtime.GOOS != "linux" {
+		return false
+	}
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return false
+	}
+	switch host := cfg.Host; {
+	case strings.HasPrefix(host, "/"), host == "localhost":
+		return true
+	default:
+		ip := net.ParseIP(host)
+		return ip != nil && ip.IsLoopback()
+	}
 }
 
 // orphanName matches the databases and roles of a test process: mbt_<pid>_...

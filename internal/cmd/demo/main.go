@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,7 +29,11 @@ import (
 )
 
 func main() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// Ctrl-C ends the run through its context, so that the scratch database
+	// is still dropped on the way out.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	if err := run(ctx, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
@@ -46,6 +52,15 @@ func run(ctx context.Context, out io.Writer) (err error) {
 	say("server: %s", server.Source)
 
 	name := fmt.Sprintf("meterbase_demo_%d_%d", os.Getpid(), time.Now().UnixNano()%1_000_000)
+	// Registered before the database is created: a cancelled CREATE may
+	// still have finished on the server.
+	defer func() {
+		dropped, dropErr := dropDatabase(server.URL, name)
+		if dropped {
+			say("dropped database %s", name)
+		}
+		err = errors.Join(err, dropErr)
+	}()
 	admin, err := pgx.Connect(ctx, server.URL)
 	if err != nil {
 		return err
@@ -55,13 +70,6 @@ func run(ctx context.Context, out io.Writer) (err error) {
 		return fmt.Errorf("create database: %w", err)
 	}
 	say("created database %s", name)
-	defer func() {
-		_, dropErr := admin.Exec(context.WithoutCancel(ctx), "DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-		if dropErr == nil {
-			say("dropped database %s", name)
-		}
-		err = errors.Join(err, dropErr)
-	}()
 
 	cfg, err := pgxpool.ParseConfig(server.URL)
 	if err != nil {
@@ -158,6 +166,23 @@ func run(ctx context.Context, out io.Writer) (err error) {
 	}
 	say("schema at version %d of %d, dirty=%v, pending=%d", st.Version, st.Latest, st.Dirty, len(st.Pending))
 	return nil
+}
+
+// dropDatabase drops the scratch database on a connection of its own: the
+// run's may have been closed by a cancelled context.
+func dropDatabase(url, name string) (dropped bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return false, fmt.Errorf("drop database %s: %w", name, err)
+	}
+	defer conn.Close(ctx)
+	tag, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	if err != nil {
+		return false, fmt.Errorf("drop database %s: %w", name, err)
+	}
+	return tag.String() == "DROP DATABASE", nil
 }
 
 func describe(err error) string {
