@@ -411,15 +411,17 @@ func TestCancelledRunIsNotSuccess(t *testing.T) {
 		// golang-migrate asks for the database's name once it has the lock.
 		c.ConnConfig.Tracer = cancelOn{needle: "CURRENT_DATABASE", cancel: cancel}
 	})
+	// Whether the run notices while golang-migrate opens its connection or
+	// before the first file, it fails with the context's error.
 	res, err := migrations.Migrate(ctx, pool, nil)
 	require.ErrorIs(t, err, context.Canceled)
-	require.Contains(t, err.Error(), "short of")
-	require.Less(t, res.To, uint(len(migrations.List())))
-
 	st, err := newMigrator(t, db.Pool, nil).Status(context.Background())
 	require.NoError(t, err)
-	require.Equal(t, res.To, st.Version)
+	require.Less(t, st.Version, uint(len(migrations.List())))
 	require.False(t, st.Dirty)
+	if res != nil {
+		require.Equal(t, res.To, st.Version)
+	}
 }
 
 // Many callers on one small pool: a caller waiting for the lock gives its
