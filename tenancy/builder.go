@@ -48,7 +48,9 @@ func predicate(pred any, args []any) (f fragment, ok bool, err error) {
 	if err != nil {
 		return fragment{}, false, fmt.Errorf("%w: %v", ErrUnsafeSQL, err)
 	}
-	if strings.TrimSpace(sql) == "" {
+	// An empty map or conjunction (squirrel renders "(1=1)") narrows
+	// nothing, and is no Where: an Update or Delete still needs All().
+	if trimmed := strings.TrimSpace(sql); trimmed == "" || trimmed == "(1=1)" {
 		return fragment{}, false, nil
 	}
 	f, err = newFragment("predicate", sql, sqlArgs)

@@ -164,9 +164,14 @@ func TestWritesKeepTenantColumns(t *testing.T) {
 	require.Equal(t, "UPDATE memberships SET role = $2 WHERE memberships.workspace_id = $1 AND ((role = $3 OR true))", sql)
 	require.Equal(t, []any{wsA, "admin", "member"}, args)
 
-	sql, _, err = tenancy.SQLOf(tn.Delete(m).Where(map[string]any{}).Where(sq.And{}).Returning("user_id"))
+	// Empty filters narrow nothing and are no Where: the write needs All().
+	_, _, err = tenancy.SQLOf(tn.Delete(m).Where(map[string]any{}).Where(sq.And{}).Where(sq.Eq{}))
+	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
+	_, _, err = tenancy.SQLOf(tn.Update(m).Set("role", "x").Where(map[string]any{}))
+	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
+	sql, _, err = tenancy.SQLOf(tn.Delete(m).Where(map[string]any{}).All().Returning("user_id"))
 	require.NoError(t, err)
-	require.Equal(t, "DELETE FROM memberships WHERE memberships.workspace_id = $1 AND ((1=1)) AND ((1=1)) RETURNING user_id", sql)
+	require.Equal(t, "DELETE FROM memberships WHERE memberships.workspace_id = $1 RETURNING user_id", sql)
 }
 
 func errOf(_ string, _ []any, err error) error { return err }

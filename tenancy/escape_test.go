@@ -430,3 +430,122 @@ func TestInTxKeepsCallersError(t *testing.T) {
 	require.ErrorIs(t, err, tenancy.ErrNotFound)
 	require.Contains(t, err.Error(), "find the outsider")
 }
+
+// Handles sharing a host's transaction put back each other's context: a
+// call through one, or through the operator, inside another's InTx leaves
+// the outer handle's tenant in place, no wider and no narrower.
+func TestHandlesShareHostTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	app := db.AppPool(t)
+	tx, err := app.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+
+	members := func(tn *tenancy.Tenant) []tenancy.WorkspaceID {
+		rows, err := tn.Select(tenancy.MembershipsTable, "workspace_id").Where("true").Query(ctx)
+		require.NoError(t, err)
+		got, err := pgx.CollectRows(rows, pgx.RowTo[tenancy.WorkspaceID])
+		require.NoError(t, err)
+		return got
+	}
+	only := func(ws tenancy.WorkspaceID, got []tenancy.WorkspaceID) {
+		t.Helper()
+		require.Len(t, got, 4)
+		for _, g := range got {
+			require.Equal(t, ws, g)
+		}
+	}
+	a := tenantOf(t, tx, w.ws[0])
+	require.NoError(t, a.InTx(ctx, func(inA *tenancy.Tenant) error {
+		only(w.ws[0], members(inA))
+		only(w.ws[1], members(tenantOf(t, tx, w.ws[1]))) // another tenant's handle, one statement
+		only(w.ws[0], members(inA))
+		require.NoError(t, tenantOf(t, tx, w.ws[2]).InTx(ctx, func(inC *tenancy.Tenant) error {
+			only(w.ws[2], members(inC))
+			return nil
+		}))
+		only(w.ws[0], members(inA))
+		op, err := tenancy.NewOperator(tx, "test: operator inside a tenant's unit of work")
+		require.NoError(t, err)
+		all, err := op.ListWorkspaces(ctx, tenancy.Page{})
+		require.NoError(t, err)
+		require.Len(t, all.Workspaces, 3)
+		only(w.ws[0], members(inA))
+		return nil
+	}))
+}
+
+// A list item (column, ORDER BY, GROUP BY, RETURNING) is written bare, so
+// it may not begin a clause of its own outside parentheses.
+func TestListItemsCannotBeginClauses(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	tn := tenantOf(t, db.Pool, w.ws[0])
+	m := tenancy.MembershipsTable
+	for name, err := range map[string]error{
+		"FROM in a column": errOf(tenancy.SQLOf(tn.Select(m,
+			"DISTINCT o.workspace_id FROM memberships AS o JOIN memberships ON o IS NOT NULL OR o IS DISTINCT"))),
+		"JOIN in a column":        errOf(tenancy.SQLOf(tn.Select(m, "1 JOIN x ON true"))),
+		"UNION in a column":       errOf(tenancy.SQLOf(tn.Select(m, "1 UNION ALL (TABLE x)"))),
+		"WHERE in group by":       errOf(tenancy.SQLOf(tn.Select(m, "role").GroupBy("role WHERE true"))),
+		"LIMIT in order by":       errOf(tenancy.SQLOf(tn.Select(m, "role").OrderBy("role LIMIT 1"))),
+		"FOR in order by":         errOf(tenancy.SQLOf(tn.Select(m, "role").OrderBy("role FOR UPDATE"))),
+		"FROM in returning":       errOf(tenancy.SQLOf(tn.Delete(m).Where("true").Returning("role FROM x"))),
+		"IS DISTINCT FROM, bare":  errOf(tenancy.SQLOf(tn.Select(m, "role IS DISTINCT FROM 'x'"))),
+		"RETURNING in returning":  errOf(tenancy.SQLOf(tn.Delete(m).Where("true").Returning("role RETURNING x"))),
+		"WINDOW in a column":      errOf(tenancy.SQLOf(tn.Select(m, "1 WINDOW w AS ()"))),
+		"EXCEPT in order by":      errOf(tenancy.SQLOf(tn.Select(m, "role").OrderBy("1 EXCEPT (TABLE x)"))),
+		"OFFSET in group by":      errOf(tenancy.SQLOf(tn.Select(m, "role").GroupBy("role OFFSET 1"))),
+		"HAVING in group by":      errOf(tenancy.SQLOf(tn.Select(m, "role").GroupBy("role HAVING true"))),
+		"USING in returning":      errOf(tenancy.SQLOf(tn.Delete(m).Where("true").Returning("role USING x"))),
+		"INTERSECT in a column":   errOf(tenancy.SQLOf(tn.Select(m, "1 INTERSECT (TABLE x)"))),
+		"FETCH in order by":       errOf(tenancy.SQLOf(tn.Select(m, "role").OrderBy("role FETCH FIRST 1 ROWS ONLY"))),
+		"ORDER in a column":       errOf(tenancy.SQLOf(tn.Select(m, "role ORDER BY 1"))),
+		"GROUP in a column":       errOf(tenancy.SQLOf(tn.Select(m, "role GROUP BY 1"))),
+		"backslash in a literal":  errOf(tenancy.SQLOf(tn.Select(m, "role").Where(`role ~ '^\w+$'`))),
+		"backslash in a column":   errOf(tenancy.SQLOf(tn.Select(m, `'\'`))),
+		"quoted FROM in a column": errOf(tenancy.SQLOf(tn.Select(m, `"from"`))), // harmless, but a quoted name is still a name
+	} {
+		if name == "quoted FROM in a column" {
+			require.NoError(t, err, name)
+			continue
+		}
+		require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, name)
+	}
+
+	// In parentheses they are part of an expression, and run.
+	var n int
+	require.NoError(t, tn.Select(m, "count(DISTINCT (role IS DISTINCT FROM 'owner'))", "max(extract(year FROM created_at))::int").
+		QueryRow(ctx).Scan(&n, new(int)))
+	require.Equal(t, 2, n)
+}
+
+// More of hand-written SQL: backslashes anywhere, a \r that ends a line
+// comment, and an INSERT that fills the tenant column from @workspace_id.
+func TestNamedSQLEdges(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	tn := tenantOf(t, db.Pool, w.ws[0])
+	for _, sql := range []string{
+		`SELECT count(*) FROM memberships WHERE E'\'' <> '' OR 'workspace_id = @workspace_id' <> '' --'`,
+		"SELECT 1 FROM memberships WHERE workspace_id = @workspace_id --\r OR query_to_xml('select 1',true,true,'') IS NOT NULL\n",
+		`INSERT INTO memberships (user_id, workspace_id, role) VALUES (@u, @workspace_id, 'member')`,
+		`INSERT INTO memberships (workspace_id, user_id, role) VALUES (@other, @u, 'member')`,
+	} {
+		_, err := tn.ExecNamed(ctx, sql, pgx.NamedArgs{"u": w.outside.ID, "other": w.ws[1]})
+		require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, sql)
+	}
+	tag, err := tn.ExecNamed(ctx, `INSERT INTO memberships (workspace_id, user_id, role) VALUES (@workspace_id, @u, 'member')
+		ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = EXCLUDED.role`, pgx.NamedArgs{"u": w.outside.ID})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, tag.RowsAffected())
+	_, err = tn.Member(ctx, w.outside.ID)
+	require.NoError(t, err, "the upsert landed in the tenant's workspace")
+}

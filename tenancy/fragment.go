@@ -38,6 +38,18 @@ func runsSQL(word string) bool {
 // deniedWord reports whether word (lower-cased) is refused in a fragment.
 func deniedWord(word string) bool { return queryWords[word] || runsSQL(word) }
 
+// clauseWords may not stand outside parentheses in a fragment that the
+// handle writes bare, as an item of a list (a column, an ORDER BY, GROUP BY
+// or RETURNING item): each could begin a clause of its own, and a FROM
+// there would make the handle's own "FROM table WHERE ..." a mere join
+// partner. Inside parentheses (extract(year FROM t), (a IS DISTINCT FROM
+// b)) they are harmless.
+var clauseWords = map[string]bool{
+	"from": true, "join": true, "using": true, "where": true, "window": true,
+	"union": true, "intersect": true, "except": true, "limit": true, "offset": true,
+	"fetch": true, "for": true, "having": true, "group": true, "order": true, "returning": true,
+}
+
 // scanFragment checks caller SQL and counts its placeholders. It refuses
 // what could break out of the parentheses the handle puts around it, or out
 // of the statement: unbalanced parentheses, ';', comments, '$' (dollar
@@ -49,7 +61,7 @@ func deniedWord(word string) bool { return queryWords[word] || runsSQL(word) }
 //
 // It is a guard against mistakes, not a sandbox: a host's own functions,
 // for one, can do anything, and no lexer can see into them.
-func scanFragment(what, sql string) (placeholders int, err error) {
+func scanFragment(what, sql string, bare bool) (placeholders int, err error) {
 	fail := func(reason string) (int, error) {
 		return 0, fmt.Errorf("%w: %s %q %s", ErrUnsafeSQL, what, sql, reason)
 	}
@@ -100,6 +112,9 @@ func scanFragment(what, sql string) (placeholders int, err error) {
 			if deniedWord(word) {
 				return fail(fmt.Sprintf("contains %q; a fragment may not run a query or change settings of its own", word))
 			}
+			if bare && depth == 0 && clauseWords[word] {
+				return fail(fmt.Sprintf("has %q outside parentheses, where it would begin a clause of its own", word))
+			}
 			i = j - 1
 		}
 	}
@@ -115,9 +130,11 @@ func isWordStart(c byte) bool {
 
 func isWordPart(c byte) bool { return isWordStart(c) || (c >= '0' && c <= '9') }
 
-// checkFragment checks a fragment that takes no arguments.
+// checkFragment checks a list item (a column, an ORDER BY, GROUP BY or
+// RETURNING item): written bare, it takes no arguments and no clause words
+// outside parentheses.
 func checkFragment(what, sql string) error {
-	n, err := scanFragment(what, sql)
+	n, err := scanFragment(what, sql, true)
 	if err == nil && n > 0 {
 		err = fmt.Errorf("%w: %s %q has a ? placeholder but takes no arguments", ErrUnsafeSQL, what, sql)
 	}
@@ -128,7 +145,7 @@ func checkFragment(what, sql string) error {
 // pair up one to one, so that no argument can slide into another
 // fragment's placeholder (the tenant's, say).
 func newFragment(what, sql string, args []any) (fragment, error) {
-	n, err := scanFragment(what, sql)
+	n, err := scanFragment(what, sql, false)
 	if err != nil {
 		return fragment{}, err
 	}

@@ -48,17 +48,24 @@ func (o *Operator) Reason() string { return o.reason }
 // only, so nothing it could send would write.
 func (o *Operator) read(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return pg.InTx(ctx, o.db, func(tx pgx.Tx) error {
+		// In the host's transaction the operator's reach would outlast the
+		// call: put back what was set before, once it is done.
+		restore := inHostTx(o.db)
+		var before savedContext
+		if restore {
+			var err error
+			if before, err = readContext(ctx, tx, OperatorMarker); err != nil {
+				return err
+			}
+		}
 		if _, err := tx.Exec(ctx, OperatorMarker+`SELECT set_config('`+settingOperator+`', $1, true), set_config('`+settingWorkspace+`', '', true), set_config('`+settingUser+`', '', true)`, o.reason); err != nil {
 			return err
 		}
 		if err := fn(tx); err != nil {
 			return err
 		}
-		// In the host's transaction the operator's reach would outlast the
-		// call; take it back before the savepoint is released.
-		if inHostTx(o.db) {
-			_, err := tx.Exec(ctx, OperatorMarker+resetContextSQL)
-			return err
+		if restore {
+			return before.restore(ctx, tx, OperatorMarker)
 		}
 		return nil
 	})

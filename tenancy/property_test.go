@@ -179,7 +179,7 @@ func TestRandomPredicatesStayInTenant(t *testing.T) {
 
 		// The same predicates on a write, rolled back.
 		err = tn.InTx(ctx, func(tx *tenancy.Tenant) error {
-			u := tx.Update(tenancy.MembershipsTable).Set("updated_at", sq.Expr("now()")).Returning("workspace_id")
+			u := tx.Update(tenancy.MembershipsTable).Set("updated_at", sq.Expr("now()")).All().Returning("workspace_id")
 			for _, p := range preds {
 				u = u.Where(p)
 			}

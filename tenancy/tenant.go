@@ -42,10 +42,43 @@ const (
 // current transaction (the implicit one of a batch, or an explicit one).
 const setContextSQL = `SELECT set_config('` + settingWorkspace + `', $1, true), set_config('` + settingUser + `', $2, true), set_config('` + settingOperator + `', '', true)`
 
-// resetContextSQL empties the settings again. It follows the handle's work
-// when that runs inside a transaction of the host's, which would otherwise
-// carry the tenant (or the operator's reach) on to its own later statements.
-const resetContextSQL = `SELECT set_config('` + settingWorkspace + `', '', true), set_config('` + settingUser + `', '', true), set_config('` + settingOperator + `', '', true)`
+// Inside a transaction of the host's, a transaction-local setting would
+// outlive the handle's call and carry the tenant (or the operator's reach)
+// on to the host's later statements, or switch off another handle's. So
+// there the handle puts back what was set before: a batch copies the
+// settings aside and back around its statement (batches never interleave
+// on a connection, so one set of slots serves), and InTx and the Operator
+// read them first and restore them at the end, which nests.
+const (
+	saveContextSQL = `SELECT ` +
+		`set_config('meterbase.saved_workspace_id', coalesce(current_setting('` + settingWorkspace + `', true), ''), true), ` +
+		`set_config('meterbase.saved_user_id', coalesce(current_setting('` + settingUser + `', true), ''), true), ` +
+		`set_config('meterbase.saved_operator', coalesce(current_setting('` + settingOperator + `', true), ''), true)`
+	restoreSavedContextSQL = `SELECT ` +
+		`set_config('` + settingWorkspace + `', current_setting('meterbase.saved_workspace_id'), true), ` +
+		`set_config('` + settingUser + `', current_setting('meterbase.saved_user_id'), true), ` +
+		`set_config('` + settingOperator + `', current_setting('meterbase.saved_operator'), true)`
+	readContextSQL = `SELECT coalesce(current_setting('` + settingWorkspace + `', true), ''), ` +
+		`coalesce(current_setting('` + settingUser + `', true), ''), coalesce(current_setting('` + settingOperator + `', true), '')`
+	restoreContextSQL = `SELECT set_config('` + settingWorkspace + `', $1, true), set_config('` + settingUser + `', $2, true), set_config('` + settingOperator + `', $3, true)`
+)
+
+// savedContext is the row-level security context found in a host's
+// transaction, to put back once the handle's work there is done.
+type savedContext [3]string
+
+// readContext reads the context; prefix opens the statement (the
+// operator's marker, or nothing).
+func readContext(ctx context.Context, tx pgx.Tx, prefix string) (savedContext, error) {
+	var c savedContext
+	err := tx.QueryRow(ctx, prefix+readContextSQL).Scan(&c[0], &c[1], &c[2])
+	return c, err
+}
+
+func (c savedContext) restore(ctx context.Context, tx pgx.Tx, prefix string) error {
+	_, err := tx.Exec(ctx, prefix+restoreContextSQL, c[0], c[1], c[2])
+	return err
+}
 
 // inHostTx reports whether db may be a transaction that outlives a call:
 // anything but a pool, whose every statement or batch is a transaction of
@@ -107,6 +140,14 @@ func (t *Tenant) InTx(ctx context.Context, fn func(tx *Tenant) error) error {
 		inner := *t
 		inner.db = tx
 		setHere := t.rls && !t.contextSet
+		restore := setHere && inHostTx(t.db)
+		var before savedContext
+		if restore {
+			var err error
+			if before, err = readContext(ctx, tx, ""); err != nil {
+				return fmt.Errorf("tenancy: read row-level security context: %w", err)
+			}
+		}
 		if setHere {
 			if _, err := tx.Exec(ctx, setContextSQL, t.contextArgs()...); err != nil {
 				return fmt.Errorf("tenancy: set row-level security context: %w", err)
@@ -118,9 +159,9 @@ func (t *Tenant) InTx(ctx context.Context, fn func(tx *Tenant) error) error {
 		}
 		// A savepoint's settings survive its release into the host's
 		// transaction; a failed one is rolled back with them.
-		if setHere && inHostTx(t.db) {
-			if _, err := tx.Exec(ctx, resetContextSQL); err != nil {
-				return fmt.Errorf("tenancy: reset row-level security context: %w", err)
+		if restore {
+			if err := before.restore(ctx, tx, ""); err != nil {
+				return fmt.Errorf("tenancy: restore row-level security context: %w", err)
 			}
 		}
 		return nil
@@ -147,9 +188,8 @@ func (t *Tenant) exec(ctx context.Context, sql string, args ...any) (pgconn.Comm
 		tag, err := t.db.Exec(ctx, sql, args...)
 		return tag, mapError(err)
 	}
-	br := t.sendWithContext(ctx, sql, args)
-	if _, err := br.Exec(); err != nil {
-		_ = br.Close()
+	br, err := t.sendWithContext(ctx, sql, args)
+	if err != nil {
 		return pgconn.CommandTag{}, mapError(err)
 	}
 	tag, err := br.Exec()
@@ -167,9 +207,8 @@ func (t *Tenant) query(ctx context.Context, sql string, args ...any) (pgx.Rows, 
 		}
 		return mappedRows{rows}, nil
 	}
-	br := t.sendWithContext(ctx, sql, args)
-	if _, err := br.Exec(); err != nil {
-		_ = br.Close()
+	br, err := t.sendWithContext(ctx, sql, args)
+	if err != nil {
 		return nil, mapError(err)
 	}
 	rows, err := br.Query()
@@ -184,21 +223,40 @@ func (t *Tenant) queryRow(ctx context.Context, sql string, args ...any) pgx.Row 
 	if !t.withContext() {
 		return mappedRow{t.db.QueryRow(ctx, sql, args...)}
 	}
-	return mappedRow{&batchRow{br: t.sendWithContext(ctx, sql, args)}}
+	br, err := t.sendWithContext(ctx, sql, args)
+	if err != nil {
+		return errRow{mapError(err)}
+	}
+	return mappedRow{&batchRow{br: br}}
 }
 
 // sendWithContext sends the context and the statement in one round trip.
 // A batch runs as one implicit transaction, which is what bounds the
 // transaction-local settings to this statement; inside a host's
-// transaction the batch empties them again after the statement.
-func (t *Tenant) sendWithContext(ctx context.Context, sql string, args []any) pgx.BatchResults {
+// transaction the batch also puts the settings it found back after the
+// statement. The results it returns start with the statement's: the
+// context's own are read off first.
+func (t *Tenant) sendWithContext(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
 	b := &pgx.Batch{}
+	lead := 1 // the context's results before the statement's
+	hostTx := inHostTx(t.db)
+	if hostTx {
+		b.Queue(saveContextSQL)
+		lead++
+	}
 	b.Queue(setContextSQL, t.contextArgs()...)
 	b.Queue(sql, args...)
-	if inHostTx(t.db) {
-		b.Queue(resetContextSQL)
+	if hostTx {
+		b.Queue(restoreSavedContextSQL)
 	}
-	return t.db.SendBatch(ctx, b)
+	br := t.db.SendBatch(ctx, b)
+	for range lead {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return nil, err
+		}
+	}
+	return br, nil
 }
 
 // mappedRows and mappedRow translate the errors of rows they wrap.
@@ -249,10 +307,6 @@ func (r *batchRows) Err() error {
 type batchRow struct{ br pgx.BatchResults }
 
 func (r *batchRow) Scan(dest ...any) error {
-	if _, err := r.br.Exec(); err != nil {
-		_ = r.br.Close()
-		return err
-	}
 	err := r.br.QueryRow().Scan(dest...)
 	if cerr := r.br.Close(); err == nil {
 		err = cerr
@@ -319,6 +373,9 @@ var (
 	// namedWord finds every name in the SQL; a tenant table's name not
 	// followed by a dot (a column's qualifier) is a mention of the table.
 	namedWord = regexp.MustCompile(`[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*`)
+	// namedTenantInsert is an INSERT into a table whose column list opens
+	// with workspace_id and whose values open with @workspace_id.
+	namedTenantInsert = regexp.MustCompile(`(?is)^\s*insert\s+into\s+([A-Za-z_][A-Za-z0-9_]*)(?:\s+as\s+[A-Za-z_][A-Za-z0-9_]*)?\s*\(\s*workspace_id\s*[,)].*?\b(?:values\s*\(|select\s+)\s*@workspace_id\b`)
 	// namedStatements are the statements hand-written SQL may be.
 	namedStatements = map[string]bool{"select": true, "with": true, "insert": true, "update": true, "delete": true}
 )
@@ -351,7 +408,17 @@ func checkNamedSQL(sql string) error {
 			mentions++
 		}
 	}
+	// An INSERT fills the tenant column from @workspace_id rather than
+	// filtering on it.
+	if insert := namedTenantInsert.FindStringSubmatch(code); insert != nil {
+		if _, ok := tenantTables.Load(strings.ToLower(insert[1])); ok {
+			mentions--
+		}
+	}
 	equalities := len(namedTenantEquality.FindAllStringIndex(code, -1))
+	if mentions <= 0 && equalities == 0 && namedTenantInsert.MatchString(code) {
+		return nil
+	}
 	if equalities == 0 || equalities < mentions {
 		return fmt.Errorf("%w: hand-written SQL mentions %d tenant table(s) but filters %d time(s) on workspace_id = @workspace_id; filter every one", ErrUnsafeSQL, mentions, equalities)
 	}
@@ -367,12 +434,15 @@ func namedCode(sql string) (string, error) {
 	fail := func(reason string) (string, error) {
 		return "", fmt.Errorf("%w: hand-written SQL %s", ErrUnsafeSQL, reason)
 	}
+	// Anywhere, literals included: an E'...' string escapes its quotes
+	// with one, and Postgres and this reading would part ways there.
+	if strings.IndexByte(sql, '\\') >= 0 {
+		return fail("contains a backslash; pass such text as an argument")
+	}
 	var b strings.Builder
 	for i := 0; i < len(sql); i++ {
 		c := sql[i]
 		switch {
-		case c == '\\':
-			return fail("contains a backslash")
 		case c == '$':
 			return fail("contains '$'; name parameters @like_this")
 		case c == ';':
@@ -380,7 +450,8 @@ func namedCode(sql string) (string, error) {
 		case (c == 'u' || c == 'U') && i+1 < len(sql) && sql[i+1] == '&':
 			return fail("contains a U& escape")
 		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
-			end := strings.IndexByte(sql[i:], '\n')
+			// Postgres ends a line comment at \n or \r.
+			end := strings.IndexAny(sql[i:], "\n\r")
 			if end < 0 {
 				end = len(sql) - i
 			}
