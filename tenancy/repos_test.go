@@ -398,3 +398,31 @@ func requireOneOwnerOneRefusal(t *testing.T, raw *pgxpool.Pool, ws tenancy.Works
 	}
 	require.Equal(t, 1, failed, "exactly one of the two must be refused: %v", errs)
 }
+
+// The trigger's function runs as the owner, so nobody else may attach it to
+// a table of their own.
+func TestLastOwnerFunctionCannotBeBorrowed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	db.AppPool(t) // grants the role its privileges
+	app := db.Connect(t, func(c *pgxpool.Config) {
+		c.MaxConns = 1
+		c.ConnConfig.Tracer = nil
+		c.ConnConfig.User = pgtest.AppRole()
+		c.ConnConfig.Password = pgtest.AppRole()
+	})
+	_, err := app.Exec(ctx, `CREATE TEMP TABLE fake (workspace_id uuid, role text)`)
+	require.NoError(t, err)
+	_, err = app.Exec(ctx, `CREATE TRIGGER borrowed AFTER DELETE ON pg_temp.fake FOR EACH ROW EXECUTE FUNCTION meterbase_keep_an_owner()`)
+	require.ErrorContains(t, err, "permission denied")
+
+	// Even the owner, attaching it elsewhere, finds it refuses.
+	raw := db.RawPool(t)
+	_, err = raw.Exec(ctx, `CREATE TABLE fake (workspace_id uuid, role text);
+		CREATE TRIGGER borrowed AFTER DELETE ON fake FOR EACH ROW EXECUTE FUNCTION meterbase_keep_an_owner();
+		INSERT INTO fake VALUES (gen_random_uuid(), 'owner')`)
+	require.NoError(t, err)
+	_, err = raw.Exec(ctx, `DELETE FROM fake`)
+	require.ErrorContains(t, err, "a trigger of memberships only")
+}

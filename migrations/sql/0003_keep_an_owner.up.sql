@@ -24,6 +24,10 @@ BEGIN
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = %1$I, pg_temp
         AS $body$
         BEGIN
+            -- It runs as the owner: refuse to serve any other table.
+            IF TG_RELID <> '%1$I.memberships'::regclass THEN
+                RAISE EXCEPTION 'meterbase_keep_an_owner is a trigger of memberships only';
+            END IF;
             -- Touching the workspace row queues concurrent removals of its
             -- owners behind each other: the second one waits for the first
             -- to commit, then (read committed) sees it, or (repeatable read
@@ -44,6 +48,11 @@ BEGIN
     $function$, pg_catalog.current_schema());
 END;
 $migration$;
+
+-- Nobody but the owner may attach it to a table of their own (a temporary
+-- one, say) and so run it as the owner. Firing an existing trigger needs no
+-- EXECUTE privilege.
+REVOKE EXECUTE ON FUNCTION meterbase_keep_an_owner() FROM PUBLIC;
 
 -- Moving an owner's membership to another workspace takes the owner from
 -- this one, so workspace_id counts as much as role.
