@@ -3,6 +3,7 @@ package pgtest
 import (
 	"context"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +17,16 @@ import (
 const operatorMarker = "/* meterbase:operator */"
 
 var (
-	tableReference = regexp.MustCompile(`(?i)\b(?:from|join|into|update)\s+"?([a-z_][a-z0-9_]*)"?`)
+	// word is any name; a tenant table's name not followed by a dot (which
+	// would make it a column's qualifier) is a mention of the table, in
+	// whatever form: FROM ONLY t, FROM public.t, FROM a, t, "t".
+	word = regexp.MustCompile(`[A-Za-z_][A-Za-z0-9_]*`)
+	// rowStatements are the statements that read or write rows.
+	rowStatements = map[string]bool{"select": true, "with": true, "insert": true, "update": true, "delete": true, "merge": true, "table": true}
+	// comment is a line or block comment (not nested), which is not code.
+	comment = regexp.MustCompile(`(?s)--[^\n\r]*|/\*.*?\*/`)
+	// literal is a single-quoted string, whose text mentions nothing.
+	literal = regexp.MustCompile(`'(?:[^']|'')*'`)
 	tenantEquality = regexp.MustCompile(`(?i)\bworkspace_id"?\s*=\s*(?:\$\d+|@workspace_id\b)`)
 	whereKeyword   = regexp.MustCompile(`(?i)\bwhere\b`)
 	tenantInsert   = regexp.MustCompile(`(?i)^\s*insert\s+into\s+"?[a-z_][a-z0-9_]*"?\s*\(\s*"?workspace_id"?\s*[,)]`)
@@ -72,9 +82,14 @@ func (tr *TenantTracer) Violation(sql string) string {
 		return ""
 	}
 	var touched []string
-	for _, m := range tableReference.FindAllStringSubmatch(sql, -1) {
-		if tr.tables[strings.ToLower(m[1])] {
-			touched = append(touched, m[1])
+	code := comment.ReplaceAllString(literal.ReplaceAllString(sql, "''"), " ")
+	if first := word.FindString(code); !rowStatements[strings.ToLower(first)] {
+		return "" // DDL and the like read and write no rows
+	}
+	for _, m := range word.FindAllStringIndex(code, -1) {
+		name := strings.ToLower(code[m[0]:m[1]])
+		if tr.tables[name] && (m[1] == len(code) || code[m[1]] != '.') && !slices.Contains(touched, name) {
+			touched = append(touched, name)
 		}
 	}
 	if len(touched) == 0 {

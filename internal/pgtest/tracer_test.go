@@ -22,6 +22,11 @@ func TestTenantTracerRule(t *testing.T) {
 		`SELECT u.email FROM users u JOIN memberships m ON m.user_id = u.user_id`,
 		`SELECT * FROM workspaces WHERE workspace_id IN ($1, $2)`,
 		`UPDATE memberships SET workspace_id = $1 WHERE role = $2`,
+		`SELECT * FROM public.memberships`,
+		`SELECT * FROM ONLY memberships`,
+		`SELECT * FROM users u, memberships m WHERE u.user_id = m.user_id`,
+		`TABLE memberships`,
+		"-- a comment first\nSELECT * FROM memberships",
 	} {
 		require.NotEmpty(t, tr.Violation(sql), sql)
 	}
@@ -32,6 +37,9 @@ func TestTenantTracerRule(t *testing.T) {
 		`INSERT INTO memberships (workspace_id,user_id,role) VALUES ($1,$2,$3)`,
 		`WITH x AS (SELECT 1) SELECT * FROM workspaces WHERE workspace_id = @workspace_id`,
 		`/* meterbase:operator */ SELECT * FROM workspaces`,
+		`SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'memberships'`,
+		`SELECT memberships.role FROM memberships WHERE memberships.workspace_id = $1`,
+		`ALTER TABLE workspaces ADD COLUMN x int`,
 	} {
 		require.Empty(t, tr.Violation(sql), sql)
 	}
