@@ -26,7 +26,7 @@ var (
 	// comment is a line or block comment (not nested), which is not code.
 	comment = regexp.MustCompile(`(?s)--[^\n\r]*|/\*.*?\*/`)
 	// literal is a single-quoted string, whose text mentions nothing.
-	literal = regexp.MustCompile(`'(?:[^']|'')*'`)
+	literal        = regexp.MustCompile(`'(?:[^']|'')*'`)
 	tenantEquality = regexp.MustCompile(`(?i)\bworkspace_id"?\s*=\s*(?:\$\d+|@workspace_id\b)`)
 	whereKeyword   = regexp.MustCompile(`(?i)\bwhere\b`)
 	tenantInsert   = regexp.MustCompile(`(?i)^\s*insert\s+into\s+"?[a-z_][a-z0-9_]*"?\s*\(\s*"?workspace_id"?\s*[,)]`)
