@@ -79,6 +79,8 @@ func FuzzFragments(f *testing.F) {
 		"1=1 --", "a; DROP TABLE users", `"weird"")" = 1`, "$1 = $1", "", "  ", "/* c */ a", "a ? b",
 		`E'\'' <> '' ) OR ( E'\'' <> ''`, "'owner', workspace_id = ?", "workspaces.name FROM memberships m",
 		`"set_config"('x', 'y', false)`, "(SELECT 1)", "a ?? b", "now()",
+		"DISTINCT o.workspace_id FROM memberships AS o JOIN memberships ON o IS NOT NULL OR o IS DISTINCT",
+		"count(*) FILTER (WHERE role = 'owner')", "role DESC NULLS LAST",
 	} {
 		f.Add(seed)
 	}
@@ -117,8 +119,54 @@ func FuzzFragments(f *testing.F) {
 		if !refused(t, err) {
 			require.Equal(t, []any{wsA}, got)
 			require.True(t, strings.HasPrefix(sql, where+" ORDER BY "), sql)
+			requireNoTopLevelClause(t, frag)
+		}
+		// A column is written bare, before the handle's own FROM.
+		sql, got, err = tenancy.SQLOf(tn.Select(m, frag))
+		if !refused(t, err) {
+			require.Equal(t, []any{wsA}, got)
+			require.Equal(t, "SELECT "+frag+" FROM memberships WHERE memberships.workspace_id = $1", sql)
+			requireNoTopLevelClause(t, frag)
+		}
+		_, _, err = tenancy.SQLOf(tn.Select(m, "role").GroupBy(frag))
+		if !refused(t, err) {
+			requireNoTopLevelClause(t, frag)
+		}
+		_, _, err = tenancy.SQLOf(tn.Delete(m).All().Returning(frag))
+		if !refused(t, err) {
+			requireNoTopLevelClause(t, frag)
 		}
 	})
+}
+
+// requireNoTopLevelClause checks, independently of the handle's lexer,
+// that a bare list item holds no word outside quotes and parentheses that
+// could begin a clause of its own.
+func requireNoTopLevelClause(t *testing.T, frag string) {
+	t.Helper()
+	depth := 0
+	for i := 0; i < len(frag); i++ {
+		switch c := frag[i]; {
+		case c == '\'' || c == '"':
+			end := strings.IndexByte(frag[i+1:], c)
+			require.GreaterOrEqual(t, end, 0, "unterminated quote accepted: %q", frag)
+			i += end + 1
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+		case depth == 0 && (c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z'):
+			j := i
+			for j < len(frag) && (frag[j] == '_' || frag[j] >= '0' && frag[j] <= '9' || frag[j] >= 'A' && frag[j] <= 'Z' || frag[j] >= 'a' && frag[j] <= 'z' || frag[j] >= 0x80) {
+				j++
+			}
+			switch strings.ToLower(frag[i:j]) {
+			case "from", "join", "using", "where", "window", "union", "intersect", "except", "limit", "offset", "fetch", "for", "having", "group", "order", "returning":
+				t.Fatalf("clause word %q accepted at the top level of %q", frag[i:j], frag)
+			}
+			i = j - 1
+		}
+	}
 }
 
 // randomPredicate builds a predicate tree of the kinds callers write: ORs,
