@@ -48,13 +48,27 @@ func predicate(pred any, args []any) (f fragment, ok bool, err error) {
 	if err != nil {
 		return fragment{}, false, fmt.Errorf("%w: %v", ErrUnsafeSQL, err)
 	}
-	// An empty map or conjunction (squirrel renders "(1=1)") narrows
-	// nothing, and is no Where: an Update or Delete still needs All().
-	if trimmed := strings.TrimSpace(sql); trimmed == "" || trimmed == "(1=1)" {
+	// An empty map or conjunction (squirrel renders "(1=1)"), however
+	// nested, narrows nothing, and is no Where: an Update or Delete still
+	// needs All().
+	if alwaysTrue(sql) {
 		return fragment{}, false, nil
 	}
 	f, err = newFragment("predicate", sql, sqlArgs)
 	return f, err == nil, err
+}
+
+// alwaysTrue reports whether a rendered predicate is nothing but squirrel's
+// empty conditions, (1=1), joined by AND or OR in any nesting.
+func alwaysTrue(sql string) bool {
+	flat := strings.NewReplacer("(", " ", ")", " ").Replace(sql)
+	atoms := strings.Fields(strings.NewReplacer(" AND ", " | ", " OR ", " | ").Replace(" " + flat + " "))
+	for _, a := range atoms {
+		if a != "1=1" && a != "|" {
+			return false
+		}
+	}
+	return true
 }
 
 // where writes the tenant predicate on table, then each caller predicate

@@ -549,3 +549,46 @@ func TestNamedSQLEdges(t *testing.T) {
 	_, err = tn.Member(ctx, w.outside.ID)
 	require.NoError(t, err, "the upsert landed in the tenant's workspace")
 }
+
+// Fifth review: SELECT ... INTO in named SQL, a second row in a named
+// INSERT, file-reading functions, nested empty filters, ?? in list items,
+// and named SQL that is correct but was refused.
+func TestFifthReviewFindings(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	tn := tenantOf(t, db.Pool, w.ws[0])
+	args := pgx.NamedArgs{"u": w.outside.ID, "other": w.ws[1]}
+	for _, sql := range []string{
+		`SELECT m.workspace_id INTO TEMP memberships FROM memberships m WHERE m.workspace_id = @workspace_id AND m.workspace_id = @workspace_id`,
+		`INSERT INTO memberships (workspace_id, user_id, role) VALUES (@workspace_id, @u, 'member'), (@other, @u, 'owner')`,
+		`INSERT INTO memberships (workspace_id, user_id, role) SELECT @workspace_id, @u, 'member' UNION ALL SELECT @other, @u, 'owner'`,
+		`SELECT pg_read_binary_file('x') FROM memberships WHERE workspace_id = @workspace_id`,
+	} {
+		_, err := tn.ExecNamed(ctx, sql, args)
+		require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, sql)
+	}
+	var n int
+	require.NoError(t, tn.QueryRowNamed(ctx, `SELECT count(*) FROM memberships WHERE @workspace_id = memberships.workspace_id`, nil).Scan(&n))
+	require.Equal(t, 4, n, "the equality may be written either way round")
+
+	m := tenancy.MembershipsTable
+	for _, column := range []string{
+		"pg_read_binary_file(pg_relation_filepath('memberships'))", "pg_read_file('x')", "lo_import('x')",
+		"pg_ls_dir('.')", "pg_stat_get_activity(NULL)",
+	} {
+		_, _, err := tenancy.SQLOf(tn.Select(m, column))
+		require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, column)
+	}
+	for _, empty := range []any{sq.And{sq.Eq{}}, sq.Or{sq.Eq{}, sq.Eq{}}, sq.And{sq.Or{sq.Eq{}}, sq.Eq{}}, map[string]any{}} {
+		_, _, err := tenancy.SQLOf(tn.Delete(m).Where(empty))
+		require.ErrorIs(t, err, tenancy.ErrInvalidInput, "%#v", empty)
+	}
+	sql, _, err := tenancy.SQLOf(tn.Select(m, "to_jsonb(role) ?? 'k'").OrderBy("to_jsonb(role) ?? 'k'"))
+	require.NoError(t, err)
+	require.Equal(t, "SELECT to_jsonb(role) ? 'k' FROM memberships WHERE memberships.workspace_id = $1 ORDER BY to_jsonb(role) ? 'k'", sql)
+	var has bool
+	require.NoError(t, tn.Select(m, "to_jsonb(role) ?? 'k'").Where(sq.Eq{"user_id": w.owners[0].ID}).QueryRow(ctx).Scan(&has))
+	require.False(t, has)
+}

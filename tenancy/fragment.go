@@ -24,15 +24,20 @@ var queryWords = map[string]bool{
 }
 
 // runsSQL reports whether word (lower-cased) names a function that changes
-// the row-level security settings, runs SQL given as text, or reads a
-// table by name. Neither fragments nor hand-written SQL may call one.
+// the row-level security settings, runs SQL given as text, reads a table
+// or a file by name, or shows other sessions' statements. Neither fragments
+// nor hand-written SQL may call one.
 func runsSQL(word string) bool {
 	switch word {
-	case "set_config", "ts_stat", "ts_rewrite":
+	case "set_config", "ts_stat", "ts_rewrite", "pg_relation_filepath", "pg_stat_file":
 		return true
 	}
-	return strings.Contains(word, "_to_xml") || // query_to_xml, table_to_xml, cursor_to_xml...
-		strings.HasPrefix(word, "dblink")
+	for _, prefix := range []string{"dblink", "pg_read_", "pg_ls_", "lo_", "pg_stat_get_"} {
+		if strings.HasPrefix(word, prefix) {
+			return true
+		}
+	}
+	return strings.Contains(word, "_to_xml") // query_to_xml, table_to_xml, cursor_to_xml...
 }
 
 // deniedWord reports whether word (lower-cased) is refused in a fragment.
@@ -206,12 +211,14 @@ func (w *statementWriter) write(parts ...string) {
 	}
 }
 
+// list writes checked list items (columns, ORDER BY...), through fragment
+// so that their ?? becomes the ? operator as everywhere else.
 func (w *statementWriter) list(items []string) {
 	for i, item := range items {
 		if i > 0 {
 			w.sb.WriteString(", ")
 		}
-		w.sb.WriteString(item)
+		w.fragment(fragment{sql: item})
 	}
 }
 

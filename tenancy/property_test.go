@@ -125,7 +125,8 @@ func FuzzFragments(f *testing.F) {
 		sql, got, err = tenancy.SQLOf(tn.Select(m, frag))
 		if !refused(t, err) {
 			require.Equal(t, []any{wsA}, got)
-			require.Equal(t, "SELECT "+frag+" FROM memberships WHERE memberships.workspace_id = $1", sql)
+			require.True(t, strings.HasPrefix(sql, "SELECT "), sql)
+			require.True(t, strings.HasSuffix(sql, " FROM memberships WHERE memberships.workspace_id = $1"), sql)
 			requireNoTopLevelClause(t, frag)
 		}
 		_, _, err = tenancy.SQLOf(tn.Select(m, "role").GroupBy(frag))

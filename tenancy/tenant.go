@@ -133,7 +133,10 @@ func (t *Tenant) Scope() Scope { return t.scope }
 
 // InTx runs fn in a transaction (a savepoint when the handle already runs in
 // one) whose row-level security context is this tenant's. The Tenant given
-// to fn is bound to that transaction and must not be used after fn returns.
+// to fn is bound to that transaction and must not be used after fn returns;
+// rows fn opened must be closed before it returns, or the transaction
+// cannot be finished (nor, inside the host's, its context put back): InTx
+// then fails, and the host must roll its transaction back.
 func (t *Tenant) InTx(ctx context.Context, fn func(tx *Tenant) error) error {
 	var fnErr error
 	err := pg.InTx(ctx, t.db, func(tx pgx.Tx) error {
@@ -369,7 +372,7 @@ func (t *Tenant) namedArgs(sql string, args pgx.NamedArgs) (pgx.NamedArgs, error
 var (
 	// namedTenantEquality is the filter hand-written SQL must use. The
 	// column may be qualified; the parameter's name is exact, as pgx's are.
-	namedTenantEquality = regexp.MustCompile(`(?i:\bworkspace_id)\s*=\s*@workspace_id\b`)
+	namedTenantEquality = regexp.MustCompile(`(?i:\bworkspace_id)\s*=\s*@workspace_id\b|@workspace_id\s*=\s*(?i:(?:[A-Za-z_][A-Za-z0-9_]*\.)?workspace_id\b)`)
 	// namedWord finds every name in the SQL; a tenant table's name not
 	// followed by a dot (a column's qualifier) is a mention of the table.
 	namedWord = regexp.MustCompile(`[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*`)
@@ -399,30 +402,62 @@ func checkNamedSQL(sql string) error {
 		return fmt.Errorf("%w: hand-written SQL must be one SELECT, WITH, INSERT, UPDATE or DELETE", ErrUnsafeSQL)
 	}
 	mentions := 0
+	setOperation := false
+	previous := ""
 	for _, m := range words {
 		word := strings.ToLower(code[m[0]:m[1]])
-		if runsSQL(word) {
+		switch {
+		case runsSQL(word):
 			return fmt.Errorf("%w: hand-written SQL may not call %s", ErrUnsafeSQL, word)
+		case word == "into" && previous != "insert":
+			// SELECT ... INTO creates a table: a temporary one named like
+			// a tenant table would stand in for it on the connection.
+			return fmt.Errorf("%w: hand-written SQL may not SELECT ... INTO", ErrUnsafeSQL)
+		case word == "union" || word == "intersect" || word == "except":
+			setOperation = true
 		}
 		if _, ok := tenantTables.Load(word); ok && (m[1] == len(code) || code[m[1]] != '.') {
 			mentions++
 		}
+		previous = word
 	}
-	// An INSERT fills the tenant column from @workspace_id rather than
-	// filtering on it.
-	if insert := namedTenantInsert.FindStringSubmatch(code); insert != nil {
+	// An INSERT of one row, or of one SELECT, fills the tenant column from
+	// @workspace_id rather than filtering on it. (A second row, or a UNION,
+	// could name another workspace; those need the filters, and a VALUES
+	// list cannot have them, so they are refused.)
+	if insert := namedTenantInsert.FindStringSubmatch(code); insert != nil && !setOperation && singleRow(code[len(insert[0]):]) {
 		if _, ok := tenantTables.Load(strings.ToLower(insert[1])); ok {
 			mentions--
 		}
+		if mentions <= 0 {
+			return nil
+		}
 	}
 	equalities := len(namedTenantEquality.FindAllStringIndex(code, -1))
-	if mentions <= 0 && equalities == 0 && namedTenantInsert.MatchString(code) {
-		return nil
-	}
 	if equalities == 0 || equalities < mentions {
 		return fmt.Errorf("%w: hand-written SQL mentions %d tenant table(s) but filters %d time(s) on workspace_id = @workspace_id; filter every one", ErrUnsafeSQL, mentions, equalities)
 	}
 	return nil
+}
+
+// singleRow reports whether the rest of an INSERT, from just after its
+// first value, holds no second VALUES row: the first row's parenthesis
+// closes without a comma and another row after it.
+func singleRow(rest string) bool {
+	depth := 1 // inside the first row, or inside the SELECT list (no parenthesis to close)
+	for i := 0; i < len(rest); i++ {
+		switch rest[i] {
+		case '(':
+			depth++
+		case ')':
+			depth--
+			if depth == 0 {
+				tail := strings.TrimSpace(rest[i+1:])
+				return !strings.HasPrefix(tail, ",")
+			}
+		}
+	}
+	return true // the SELECT form: no row parenthesis to close
 }
 
 // namedCode returns hand-written SQL without its comments and with its

@@ -40,6 +40,7 @@ func TestTenantTracerRule(t *testing.T) {
 		`SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'memberships'`,
 		`SELECT memberships.role FROM memberships WHERE memberships.workspace_id = $1`,
 		`ALTER TABLE workspaces ADD COLUMN x int`,
+		`SELECT * FROM memberships WHERE $1 = memberships.workspace_id`,
 	} {
 		require.Empty(t, tr.Violation(sql), sql)
 	}
