@@ -61,6 +61,9 @@ func predicate(pred any, args []any) (f fragment, ok bool, err error) {
 // alwaysTrue reports whether a rendered predicate is nothing but squirrel's
 // empty conditions, (1=1), joined by AND or OR in any nesting.
 func alwaysTrue(sql string) bool {
+	if !strings.Contains(sql, "1=1") {
+		return strings.TrimSpace(sql) == ""
+	}
 	flat := strings.NewReplacer("(", " ", ")", " ").Replace(sql)
 	atoms := strings.Fields(strings.NewReplacer(" AND ", " | ", " OR ", " | ").Replace(" " + flat + " "))
 	for _, a := range atoms {

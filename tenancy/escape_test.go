@@ -565,6 +565,8 @@ func TestFifthReviewFindings(t *testing.T) {
 		`INSERT INTO memberships (workspace_id, user_id, role) VALUES (@workspace_id, @u, 'member'), (@other, @u, 'owner')`,
 		`INSERT INTO memberships (workspace_id, user_id, role) SELECT @workspace_id, @u, 'member' UNION ALL SELECT @other, @u, 'owner'`,
 		`SELECT pg_read_binary_file('x') FROM memberships WHERE workspace_id = @workspace_id`,
+		`SELECT m.workspace_id FROM memberships m WHERE @workspace_id = @workspace_id`,
+		`UPDATE workspaces SET name = 'x' WHERE @workspace_id = @workspace_id`,
 	} {
 		_, err := tn.ExecNamed(ctx, sql, args)
 		require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, sql)

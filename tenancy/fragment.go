@@ -234,22 +234,27 @@ func (w *statementWriter) arg(v any) {
 func (w *statementWriter) fragment(f fragment) {
 	next := 0
 	sql := f.sql
-	for i := 0; i < len(sql); i++ {
+	for len(sql) > 0 {
+		i := strings.IndexAny(sql, `'"?`)
+		if i < 0 {
+			w.sb.WriteString(sql)
+			return
+		}
+		w.sb.WriteString(sql[:i])
 		switch c := sql[i]; c {
 		case '\'', '"':
-			end := strings.IndexByte(sql[i+1:], c) // present: newFragment checked it
+			end := strings.IndexByte(sql[i+1:], c) // present: the fragment was checked
 			w.sb.WriteString(sql[i : i+end+2])
-			i += end + 1
+			sql = sql[i+end+2:]
 		case '?':
 			if i+1 < len(sql) && sql[i+1] == '?' {
 				w.sb.WriteByte('?')
-				i++
+				sql = sql[i+2:]
 				continue
 			}
 			w.arg(f.args[next])
 			next++
-		default:
-			w.sb.WriteByte(c)
+			sql = sql[i+1:]
 		}
 	}
 }

@@ -372,7 +372,9 @@ func (t *Tenant) namedArgs(sql string, args pgx.NamedArgs) (pgx.NamedArgs, error
 var (
 	// namedTenantEquality is the filter hand-written SQL must use. The
 	// column may be qualified; the parameter's name is exact, as pgx's are.
-	namedTenantEquality = regexp.MustCompile(`(?i:\bworkspace_id)\s*=\s*@workspace_id\b|@workspace_id\s*=\s*(?i:(?:[A-Za-z_][A-Za-z0-9_]*\.)?workspace_id\b)`)
+	// A column, not the parameter itself: "@workspace_id = @workspace_id"
+	// is always true and filters nothing.
+	namedTenantEquality = regexp.MustCompile(`(?:^|[^@A-Za-z0-9_])(?i:workspace_id)\s*=\s*@workspace_id\b|@workspace_id\s*=\s*(?i:(?:[A-Za-z_][A-Za-z0-9_]*\.)?workspace_id\b)`)
 	// namedWord finds every name in the SQL; a tenant table's name not
 	// followed by a dot (a column's qualifier) is a mention of the table.
 	namedWord = regexp.MustCompile(`[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*`)

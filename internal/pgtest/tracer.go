@@ -27,7 +27,7 @@ var (
 	comment = regexp.MustCompile(`(?s)--[^\n\r]*|/\*.*?\*/`)
 	// literal is a single-quoted string, whose text mentions nothing.
 	literal        = regexp.MustCompile(`'(?:[^']|'')*'`)
-	tenantEquality = regexp.MustCompile(`(?i)\bworkspace_id"?\s*=\s*(?:\$\d+|@workspace_id\b)|(?:\$\d+|@workspace_id)\s*=\s*(?:"?[a-z_][a-z0-9_]*"?\.)?"?workspace_id\b`)
+	tenantEquality = regexp.MustCompile(`(?i)(?:^|[^@a-z0-9_])workspace_id"?\s*=\s*(?:\$\d+|@workspace_id\b)|(?:\$\d+|@workspace_id)\s*=\s*(?:"?[a-z_][a-z0-9_]*"?\.)?"?workspace_id\b`)
 	whereKeyword   = regexp.MustCompile(`(?i)\bwhere\b`)
 	tenantInsert   = regexp.MustCompile(`(?i)^\s*insert\s+into\s+"?[a-z_][a-z0-9_]*"?\s*\(\s*"?workspace_id"?\s*[,)]`)
 )

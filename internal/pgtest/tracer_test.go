@@ -22,6 +22,7 @@ func TestTenantTracerRule(t *testing.T) {
 		`SELECT u.email FROM users u JOIN memberships m ON m.user_id = u.user_id`,
 		`SELECT * FROM workspaces WHERE workspace_id IN ($1, $2)`,
 		`UPDATE memberships SET workspace_id = $1 WHERE role = $2`,
+		`SELECT * FROM memberships WHERE @workspace_id = @workspace_id`,
 		`SELECT * FROM public.memberships`,
 		`SELECT * FROM ONLY memberships`,
 		`SELECT * FROM users u, memberships m WHERE u.user_id = m.user_id`,
