@@ -567,6 +567,7 @@ func TestFifthReviewFindings(t *testing.T) {
 		`SELECT pg_read_binary_file('x') FROM memberships WHERE workspace_id = @workspace_id`,
 		`SELECT m.workspace_id FROM memberships m WHERE @workspace_id = @workspace_id`,
 		`UPDATE workspaces SET name = 'x' WHERE @workspace_id = @workspace_id`,
+		`SELECT count(*) AS "workspace_id = @workspace_id" FROM memberships`,
 	} {
 		_, err := tn.ExecNamed(ctx, sql, args)
 		require.ErrorIs(t, err, tenancy.ErrUnsafeSQL, sql)

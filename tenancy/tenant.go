@@ -462,9 +462,10 @@ func singleRow(rest string) bool {
 	return true // the SELECT form: no row parenthesis to close
 }
 
-// namedCode returns hand-written SQL without its comments and with its
-// string literals emptied (quoted names keep their text, unquoted), so that
-// nothing in a comment or a literal counts as code. It refuses what would
+// namedCode returns hand-written SQL without its comments, with its string
+// literals emptied and its quoted names unquoted (or, when they are not a
+// plain name, replaced by one), so that nothing in a comment, a literal or
+// a name counts as code. It refuses what would
 // make that reading unreliable or the statement more than one: ';', '$'
 // (dollar quotes), backslashes (E'...' strings) and U& escapes.
 func namedCode(sql string) (string, error) {
@@ -520,7 +521,13 @@ func namedCode(sql string) (string, error) {
 				return fail("has an unterminated quote")
 			}
 			if c == '"' {
-				b.WriteString(sql[i+1 : i+1+end])
+				// A quoted name is one name, whatever it spells: keep it as
+				// a mention of a table if it is one, and as nothing else.
+				if name := strings.ToLower(sql[i+1 : i+1+end]); namedWord.FindString(name) == name {
+					b.WriteString(name)
+				} else {
+					b.WriteString("quoted_name")
+				}
 			} else {
 				b.WriteString("''")
 			}
