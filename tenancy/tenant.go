@@ -317,9 +317,12 @@ func (r *batchRow) Scan(dest ...any) error {
 	return err
 }
 
-// Named SQL, for statements squirrel cannot express (CTEs, say). The SQL
-// names the tenant as @workspace_id (and @user_id), and the handle supplies
-// those arguments; the caller may not.
+// Named SQL, for statements the builders cannot express (CTEs, say). The
+// SQL names the tenant as @workspace_id (and @user_id), and the handle
+// supplies those arguments; the caller may not. checkNamedSQL catches a
+// forgotten tenant filter, but it is no parser: on a connection that
+// bypasses row-level security, hand-written SQL is as safe as its review.
+// Prefer the builders.
 
 // ExecNamed runs a hand-written statement with named arguments.
 func (t *Tenant) ExecNamed(ctx context.Context, sql string, args pgx.NamedArgs) (pgconn.CommandTag, error) {
@@ -391,9 +394,12 @@ var (
 // fragments may not (set_config, the functions that run SQL given as
 // text); and it must filter with workspace_id = @workspace_id at least once
 // for every mention of a tenant table (a correct join may need one more
-// than it strictly would). It is a guard against mistakes, not a parser
-// (it cannot see an OR that widens a filter): hand-written SQL is reviewed
-// code, and the test tracer and row-level security check it too.
+// than it strictly would), unless it is a one-row INSERT that fills
+// workspace_id from @workspace_id. It catches a forgotten filter; it does
+// not prove that each filter constrains the table it is meant for (an OR,
+// a filter in a subquery, RETURNING or GROUP BY can pass and filter
+// nothing). Hand-written SQL is reviewed code; as the application role,
+// row-level security confines it whatever it says.
 func checkNamedSQL(sql string) error {
 	code, err := namedCode(sql)
 	if err != nil {
