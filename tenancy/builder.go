@@ -471,18 +471,58 @@ func (b InsertBuilder) QueryRow(ctx context.Context) pgx.Row { return runQueryRo
 
 // UpdateBuilder builds an UPDATE of a tenant table's rows.
 type UpdateBuilder struct {
-	t         *Tenant
-	table     Table
-	sets      []fragment // "column = ?" or "column = <expression>"
+	t     *Tenant
+	table Table
+	sets  []fragment // "column = ?" or "column = <expression>"
+	writeFilter
+}
+
+// writeFilter is what an UPDATE and a DELETE share: their conditions, the
+// All() that stands in for having none, RETURNING, and the first error met.
+type writeFilter struct {
 	wheres    []fragment
 	all       bool
 	returning []string
 	err       error
 }
 
+func (f writeFilter) addWhere(pred any, args []any) writeFilter {
+	p, ok, err := predicate(pred, args)
+	f.err = firstErr(f.err, err)
+	if ok {
+		f.wheres = appended(f.wheres, p)
+	}
+	return f
+}
+
+func (f writeFilter) addReturning(columns []string) writeFilter {
+	f.err = firstErr(f.err, checkFragments("returning", columns))
+	f.returning = appended(f.returning, columns...)
+	return f
+}
+
+// check returns the first error met, or refuses a write with no condition
+// that did not say All().
+func (f writeFilter) check(verb string) error {
+	if f.err != nil {
+		return f.err
+	}
+	if len(f.wheres) == 0 && !f.all {
+		return &InvalidInputError{Field: verb, Reason: "has no Where; call All() to " + verb + " every row of the tenant's table"}
+	}
+	return nil
+}
+
+// finish writes the tenant's predicate and the conditions, then RETURNING.
+func (f writeFilter) finish(w *statementWriter, t *Tenant, table Table) (string, []any, error) {
+	w.where(t, table, f.wheres)
+	w.returning(f.returning)
+	return w.finish()
+}
+
 // Update starts an UPDATE of table, restricted to the tenant.
 func (t *Tenant) Update(table Table) UpdateBuilder {
-	return UpdateBuilder{t: t, table: table, err: t.checkTable(table)}
+	return UpdateBuilder{t: t, table: table, writeFilter: writeFilter{err: t.checkTable(table)}}
 }
 
 // Set assigns value (which may be an sq.Expr) to column. Tenant columns are
@@ -528,11 +568,7 @@ func (u UpdateBuilder) SetMap(m map[string]any) UpdateBuilder {
 
 // Where adds a condition, ANDed with the tenant's and every other one.
 func (u UpdateBuilder) Where(pred any, args ...any) UpdateBuilder {
-	f, ok, err := predicate(pred, args)
-	u.err = firstErr(u.err, err)
-	if ok {
-		u.wheres = appended(u.wheres, f)
-	}
+	u.writeFilter = u.addWhere(pred, args)
 	return u
 }
 
@@ -542,33 +578,27 @@ func (u UpdateBuilder) All() UpdateBuilder { u.all = true; return u }
 
 // Returning adds a RETURNING clause.
 func (u UpdateBuilder) Returning(columns ...string) UpdateBuilder {
-	u.err = firstErr(u.err, checkFragments("returning", columns))
-	u.returning = appended(u.returning, columns...)
+	u.writeFilter = u.addReturning(columns)
 	return u
 }
 
 func (u UpdateBuilder) toSQL() (string, []any, error) {
-	if u.err != nil {
-		return "", nil, u.err
-	}
-	if len(u.sets) == 0 {
+	if u.err == nil && len(u.sets) == 0 {
 		return "", nil, &InvalidInputError{Field: "update", Reason: "sets no column"}
 	}
-	if len(u.wheres) == 0 && !u.all {
-		return "", nil, &InvalidInputError{Field: "update", Reason: "has no Where; call All() to update every row of the tenant's table"}
+	if err := u.check("update"); err != nil {
+		return "", nil, err
 	}
 	var w statementWriter
 	w.begin(u.t, u.table.scope == UserScoped)
 	w.write("UPDATE ", u.table.from(), " SET ")
-	for i, s := range u.sets {
+	for i, set := range u.sets {
 		if i > 0 {
 			w.write(", ")
 		}
-		w.fragment(s)
+		w.fragment(set)
 	}
-	w.where(u.t, u.table, u.wheres)
-	w.returning(u.returning)
-	return w.finish()
+	return u.finish(&w, u.t, u.table)
 }
 
 // Exec runs the statement.
@@ -584,26 +614,19 @@ func (u UpdateBuilder) QueryRow(ctx context.Context) pgx.Row { return runQueryRo
 
 // DeleteBuilder builds a DELETE of a tenant table's rows.
 type DeleteBuilder struct {
-	t         *Tenant
-	table     Table
-	wheres    []fragment
-	all       bool
-	returning []string
-	err       error
+	t     *Tenant
+	table Table
+	writeFilter
 }
 
 // Delete starts a DELETE from table, restricted to the tenant.
 func (t *Tenant) Delete(table Table) DeleteBuilder {
-	return DeleteBuilder{t: t, table: table, err: t.checkTable(table)}
+	return DeleteBuilder{t: t, table: table, writeFilter: writeFilter{err: t.checkTable(table)}}
 }
 
 // Where adds a condition, ANDed with the tenant's and every other one.
 func (d DeleteBuilder) Where(pred any, args ...any) DeleteBuilder {
-	f, ok, err := predicate(pred, args)
-	d.err = firstErr(d.err, err)
-	if ok {
-		d.wheres = appended(d.wheres, f)
-	}
+	d.writeFilter = d.addWhere(pred, args)
 	return d
 }
 
@@ -613,24 +636,18 @@ func (d DeleteBuilder) All() DeleteBuilder { d.all = true; return d }
 
 // Returning adds a RETURNING clause.
 func (d DeleteBuilder) Returning(columns ...string) DeleteBuilder {
-	d.err = firstErr(d.err, checkFragments("returning", columns))
-	d.returning = appended(d.returning, columns...)
+	d.writeFilter = d.addReturning(columns)
 	return d
 }
 
 func (d DeleteBuilder) toSQL() (string, []any, error) {
-	if d.err != nil {
-		return "", nil, d.err
-	}
-	if len(d.wheres) == 0 && !d.all {
-		return "", nil, &InvalidInputError{Field: "delete", Reason: "has no Where; call All() to delete every row of the tenant's table"}
+	if err := d.check("delete"); err != nil {
+		return "", nil, err
 	}
 	var w statementWriter
 	w.begin(d.t, d.table.scope == UserScoped)
 	w.write("DELETE FROM ", d.table.from())
-	w.where(d.t, d.table, d.wheres)
-	w.returning(d.returning)
-	return w.finish()
+	return d.finish(&w, d.t, d.table)
 }
 
 // Exec runs the statement.
