@@ -168,12 +168,7 @@ func TestRowLevelSecurityForRawSQL(t *testing.T) {
 	db := pgtest.NewDB(t)
 	raw := db.RawPool(t)
 	w := buildWorld(t, db.Pool)
-	app := db.Connect(t, func(c *pgxpool.Config) {
-		c.ConnConfig.Tracer = nil
-		c.ConnConfig.User = pgtest.AppRole()
-		c.ConnConfig.Password = pgtest.AppRole()
-	})
-	db.AppPool(t) // grants the role its privileges
+	app := db.AppPool(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = nil })
 	before := rowsOf(t, raw, w.ws[:]...)
 
 	count := func(tx pgx.Tx, sql string, args ...any) int {
@@ -237,12 +232,7 @@ func TestRowLevelSecurityContextDoesNotLeak(t *testing.T) {
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
 	w := buildWorld(t, db.Pool)
-	db.AppPool(t)
-	app := db.Connect(t, func(c *pgxpool.Config) {
-		c.MaxConns = 1
-		c.ConnConfig.User = pgtest.AppRole()
-		c.ConnConfig.Password = pgtest.AppRole()
-	})
+	app := db.AppPool(t, func(c *pgxpool.Config) { c.MaxConns = 1 })
 	tn := tenantOf(t, app, w.ws[0])
 	for _, use := range []func() error{
 		func() error { _, err := tn.Workspace(ctx); return err },

@@ -348,12 +348,9 @@ func TestLastOwnerTriggerIgnoresTemporaryTables(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
-	db.AppPool(t) // grants the role its privileges
-	app := db.Connect(t, func(c *pgxpool.Config) {
+	app := db.AppPool(t, func(c *pgxpool.Config) {
 		c.MaxConns = 1 // one session, so that the temporary table is seen
 		c.ConnConfig.Tracer = nil
-		c.ConnConfig.User = pgtest.AppRole()
-		c.ConnConfig.Password = pgtest.AppRole()
 	})
 	owner := newUser(t, db.Pool, "solo@example.com")
 	ws, err := tenancy.CreateWorkspace(ctx, app, "Solo", owner.ID)
@@ -405,12 +402,9 @@ func TestLastOwnerFunctionCannotBeBorrowed(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
-	db.AppPool(t) // grants the role its privileges
-	app := db.Connect(t, func(c *pgxpool.Config) {
+	app := db.AppPool(t, func(c *pgxpool.Config) {
 		c.MaxConns = 1
 		c.ConnConfig.Tracer = nil
-		c.ConnConfig.User = pgtest.AppRole()
-		c.ConnConfig.Password = pgtest.AppRole()
 	})
 	_, err := app.Exec(ctx, `CREATE TEMP TABLE fake (workspace_id uuid, role text)`)
 	require.NoError(t, err)

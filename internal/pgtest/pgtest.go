@@ -189,8 +189,9 @@ func (db *DB) RawPool(tb testing.TB) *pgxpool.Pool {
 func AppRole() string { return prefix + "app" }
 
 // AppPool connects to the database as AppRole, granting it the table
-// privileges a host would grant its application role.
-func (db *DB) AppPool(tb testing.TB) *pgxpool.Pool {
+// privileges a host would grant its application role. configure, if any,
+// changes the pool further (one connection, no tracer...).
+func (db *DB) AppPool(tb testing.TB, configure ...func(*pgxpool.Config)) *pgxpool.Pool {
 	tb.Helper()
 	roleOnce.Do(func() {
 		_, roleErr = admin.Exec(context.Background(), fmt.Sprintf(
@@ -212,6 +213,9 @@ func (db *DB) AppPool(tb testing.TB) *pgxpool.Pool {
 	return db.Connect(tb, func(cfg *pgxpool.Config) {
 		cfg.ConnConfig.User = AppRole()
 		cfg.ConnConfig.Password = AppRole()
+		for _, c := range configure {
+			c(cfg)
+		}
 	})
 }
 
