@@ -33,7 +33,7 @@ func BenchmarkPointRead(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ws, err := tenancy.CreateWorkspace(ctx, pool, "Bench", owner.ID)
+	ws, err := workspaces.Create(ctx, pool, tenancy.CreateWorkspaceParams{Name: "Bench", Owner: owner.ID})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func benchPointReads(b *testing.B, db tenancy.DBTX, id tenancy.WorkspaceID) {
 	})
 	b.Run("rls=off/via=handle", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := withoutRLS.Workspace(ctx); err != nil {
+			if _, err := workspaces.Get(ctx, withoutRLS); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -136,7 +136,7 @@ func benchPointReads(b *testing.B, db tenancy.DBTX, id tenancy.WorkspaceID) {
 	})
 	b.Run("rls=on/via=handle", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := withRLS.Workspace(ctx); err != nil {
+			if _, err := workspaces.Get(ctx, withRLS); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -106,7 +106,12 @@ func (w *statementWriter) returning(columns []string) {
 
 // checkTable refuses a table the tenant cannot query.
 func (t *Tenant) checkTable(table Table) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
 	switch {
+	case table.err != nil:
+		return table.err
 	case table.name == "":
 		return fmt.Errorf("%w: the zero Table; make tables with DefineTable", ErrUnsafeSQL)
 	case table.scope == Global:
@@ -201,7 +206,7 @@ func (s SelectBuilder) LeftJoin(table Table, on string, args ...any) SelectBuild
 func (s SelectBuilder) join(kind string, table Table, on string, args []any) SelectBuilder {
 	cond, err := newFragment("join condition", on, args)
 	s.err = firstErr(s.err, err)
-	if table.scope != Global || table.name == "" {
+	if table.scope != Global || table.name == "" || table.err != nil {
 		s.err = firstErr(s.err, s.t.checkTable(table))
 	}
 	s.joins = appended(s.joins, join{kind: kind, table: table, on: cond})
@@ -217,6 +222,9 @@ type join struct {
 
 func (w *statementWriter) join(t *Tenant, base Table, j join) {
 	w.write(" ", j.kind, " ", j.table.from(), " ON ")
+	if gate, ok := memberGates[j.table.name]; ok && !t.omitPredicate {
+		w.write(gate(j.table.ref()), " AND ")
+	}
 	if j.table.scope != Global && !t.omitPredicate {
 		w.write(j.table.ref(), ".", workspaceColumn, " = ", base.ref(), ".", workspaceColumn, " AND ")
 		if j.table.scope == UserScoped {
@@ -674,7 +682,13 @@ type statement interface {
 	toSQL() (string, []any, error)
 }
 
+// The run functions refuse a zero builder (or one of a nil Tenant) before
+// rendering anything.
+
 func runExec(ctx context.Context, t *Tenant, s statement) (pgconn.CommandTag, error) {
+	if err := t.usable(); err != nil {
+		return pgconn.CommandTag{}, err
+	}
 	sql, args, err := s.toSQL()
 	if err != nil {
 		return pgconn.CommandTag{}, err
@@ -683,6 +697,9 @@ func runExec(ctx context.Context, t *Tenant, s statement) (pgconn.CommandTag, er
 }
 
 func runQuery(ctx context.Context, t *Tenant, s statement) (pgx.Rows, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
 	sql, args, err := s.toSQL()
 	if err != nil {
 		return nil, err
@@ -691,6 +708,9 @@ func runQuery(ctx context.Context, t *Tenant, s statement) (pgx.Rows, error) {
 }
 
 func runQueryRow(ctx context.Context, t *Tenant, s statement) pgx.Row {
+	if err := t.usable(); err != nil {
+		return errRow{err}
+	}
 	sql, args, err := s.toSQL()
 	if err != nil {
 		return errRow{err}

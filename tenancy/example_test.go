@@ -23,7 +23,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	ws, err := tenancy.CreateWorkspace(ctx, pool, "Acme", ada.ID)
+	ws, err := workspaces.Create(ctx, pool, tenancy.CreateWorkspaceParams{Name: "Acme", Owner: ada.ID})
 	if err != nil {
 		panic(err)
 	}
@@ -35,7 +35,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	if _, err := acme.Authorize(ctx, ada.ID, tenancy.RoleOwner); err != nil {
+	if _, err := members.Authorize(ctx, acme, tenancy.AuthorizeParams{User: ada.ID, MinRole: tenancy.RoleOwner}); err != nil {
 		panic(err)
 	}
 
@@ -58,7 +58,7 @@ func ExampleTenant_InTx() {
 	var acme *tenancy.Tenant // from tenancy.NewTenant
 	ctx := context.Background()
 	err := acme.InTx(ctx, func(tx *tenancy.Tenant) error {
-		if _, err := tx.RenameWorkspace(ctx, "Acme Inc"); err != nil {
+		if _, err := workspaces.Rename(ctx, tx, tenancy.RenameWorkspaceParams{Name: "Acme Inc"}); err != nil {
 			return err
 		}
 		_, err := tx.Insert(notes).Columns("body").Values("renamed").Exec(ctx)
@@ -80,7 +80,7 @@ func ExampleNewOperator() {
 	if err != nil {
 		panic(err)
 	}
-	for _, ws := range page.Workspaces {
+	for _, ws := range page.Items {
 		fmt.Println(ws.ID, ws.Name)
 	}
 }

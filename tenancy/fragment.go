@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -40,8 +41,31 @@ func runsSQL(word string) bool {
 	return strings.Contains(word, "_to_xml") // query_to_xml, table_to_xml, cursor_to_xml...
 }
 
-// deniedWord reports whether word (lower-cased) is refused in a fragment.
-func deniedWord(word string) bool { return queryWords[word] || runsSQL(word) }
+// deniedCall reports whether a call of the function named word
+// (lower-cased) is refused, in fragments and hand-written SQL alike: what
+// runsSQL names, and every pg_* function, the server's own administration,
+// whose effects outlive the statement or reach other sessions (session
+// advisory locks, one of which on the migration lock's key would stop every
+// later migration; pg_terminate_backend and pg_cancel_backend; pg_sleep;
+// pg_notify; reading files and statistics), and setval, which moves a
+// sequence for every session. The deny-list is by class (pg_*) rather than
+// by name, so that a function added to a later Postgres is refused too. A
+// host that needs one wraps it in a function of its own, which is then its
+// own reviewed code. Only calls are refused: a column may be named lo_limit.
+func deniedCall(word string) bool {
+	return runsSQL(word) || strings.HasPrefix(word, "pg_") || word == "setval"
+}
+
+// MaxFragmentBytes bounds one fragment (a predicate, a column, a SET
+// expression...): Postgres parses some long expressions slowly, deaf to
+// cancellation, and a fragment is code, never data, so it is never long.
+const MaxFragmentBytes = 16 << 10
+
+// nextIsCall reports whether the text after a name opens its arguments.
+func nextIsCall(rest string) bool {
+	rest = strings.TrimLeft(rest, " \t\n\r\f")
+	return strings.HasPrefix(rest, "(")
+}
 
 // clauseWords may not stand outside parentheses in a fragment that the
 // handle writes bare, as an item of a list (a column, an ORDER BY, GROUP BY
@@ -70,6 +94,12 @@ func scanFragment(what, sql string, bare bool) (placeholders int, err error) {
 	fail := func(reason string) (int, error) {
 		return 0, fmt.Errorf("%w: %s %q %s", ErrUnsafeSQL, what, sql, reason)
 	}
+	if len(sql) > MaxFragmentBytes {
+		return 0, fmt.Errorf("%w: %s is %d bytes; the limit is %d", ErrUnsafeSQL, what, len(sql), MaxFragmentBytes)
+	}
+	if err := checkText(sql); err != nil {
+		return 0, err
+	}
 	if strings.IndexByte(sql, '\\') >= 0 {
 		return fail("contains a backslash")
 	}
@@ -82,12 +112,15 @@ func scanFragment(what, sql string, bare bool) (placeholders int, err error) {
 			if end < 0 {
 				return fail("has an unterminated quote")
 			}
-			if word := strings.ToLower(sql[i+1 : i+1+end]); c == '"' && deniedWord(word) {
-				return fail(fmt.Sprintf("contains %q; a fragment may not run a query or change settings of its own", word))
+			if word := strings.ToLower(sql[i+1 : i+1+end]); c == '"' && (queryWords[word] || (deniedCall(word) && nextIsCall(sql[i+end+2:]))) {
+				return fail(fmt.Sprintf("contains %q; a fragment may not run a query, change settings or call the server's administration functions", word))
 			}
 			i += end + 1 // a doubled quote re-enters here as a new, empty literal
 		case c == '(':
 			depth++
+			if depth > maxDepth {
+				return fail(fmt.Sprintf("nests parentheses deeper than %d", maxDepth))
+			}
 		case c == ')':
 			depth--
 			if depth < 0 {
@@ -114,8 +147,8 @@ func scanFragment(what, sql string, bare bool) (placeholders int, err error) {
 			if word == "u" && j < len(sql) && sql[j] == '&' {
 				return fail("contains a U& escaped string or name")
 			}
-			if deniedWord(word) {
-				return fail(fmt.Sprintf("contains %q; a fragment may not run a query or change settings of its own", word))
+			if queryWords[word] || (deniedCall(word) && nextIsCall(sql[j:])) {
+				return fail(fmt.Sprintf("contains %q; a fragment may not run a query, change settings or call the server's administration functions", word))
 			}
 			if bare && depth == 0 && clauseWords[word] {
 				return fail(fmt.Sprintf("has %q outside parentheses, where it would begin a clause of its own", word))
@@ -167,10 +200,38 @@ func newFragment(what, sql string, args []any) (fragment, error) {
 
 // checkArg refuses the argument types pgx reads as options rather than
 // values (pgx.NamedArgs rewrites the whole statement's placeholders).
+// Text arguments Postgres cannot store (a NUL byte, invalid UTF-8) are an
+// *InvalidInputError here, before any SQL is sent, naming the argument.
 func checkArg(what string, a any) error {
-	switch a.(type) {
+	switch v := a.(type) {
 	case pgx.QueryRewriter, pgx.QueryExecMode, pgx.QueryResultFormats, pgx.QueryResultFormatsByOID:
 		return fmt.Errorf("%w: %s has a %T argument, which pgx reads as an option, not a value", ErrUnsafeSQL, what, a)
+	case string:
+		return checkTextField(what, v)
+	case *string:
+		if v != nil {
+			return checkTextField(what, *v)
+		}
+	case []string:
+		for _, s := range v {
+			if err := checkTextField(what, s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkText refuses text that Postgres cannot store in a text value: a NUL
+// byte, or bytes that are not UTF-8 (the server encoding meterbase needs).
+func checkText(s string) error { return checkTextField("text", s) }
+
+func checkTextField(field, s string) error {
+	if strings.IndexByte(s, 0) >= 0 {
+		return &InvalidInputError{Field: field, Reason: "contains a NUL byte, which Postgres cannot store in text"}
+	}
+	if !utf8.ValidString(s) {
+		return &InvalidInputError{Field: field, Reason: "is not valid UTF-8"}
 	}
 	return nil
 }

@@ -10,7 +10,13 @@ import (
 // ID is a UUID that knows what it identifies, so that a user's id cannot be
 // passed where a workspace's is expected. Its zero value is "no id" and is
 // refused wherever an id is required.
-type ID[K kind] struct{ u uuid.UUID }
+//
+// Any package declares ids of its own with a Kind:
+//
+//	type grantKind struct{}
+//	func (grantKind) IDKind() string { return "grant" }
+//	type GrantID = tenancy.ID[grantKind]
+type ID[K Kind] struct{ u uuid.UUID }
 
 // WorkspaceID identifies a workspace, the tenant.
 type WorkspaceID = ID[workspaceKind]
@@ -18,44 +24,53 @@ type WorkspaceID = ID[workspaceKind]
 // UserID identifies a user.
 type UserID = ID[userKind]
 
-type kind interface{ name() string }
+// Kind names what an ID identifies, for error messages ("invalid grant
+// id"). Implement it on an empty struct type of your own.
+type Kind interface{ IDKind() string }
 
 type workspaceKind struct{}
 
-func (workspaceKind) name() string { return "workspace" }
+func (workspaceKind) IDKind() string { return "workspace" }
 
 type userKind struct{}
 
-func (userKind) name() string { return "user" }
+func (userKind) IDKind() string { return "user" }
 
 // NewWorkspaceID returns a new time-ordered (UUIDv7) workspace id.
-func NewWorkspaceID() WorkspaceID { return newID[workspaceKind]() }
+func NewWorkspaceID() WorkspaceID { return NewID[workspaceKind]() }
 
 // NewUserID returns a new time-ordered (UUIDv7) user id.
-func NewUserID() UserID { return newID[userKind]() }
+func NewUserID() UserID { return NewID[userKind]() }
 
-func newID[K kind]() ID[K] {
+// NewID returns a new time-ordered (UUIDv7) id of kind K: ids made later
+// sort later, which keeps the primary key's index compact.
+func NewID[K Kind]() ID[K] {
 	// NewV7 fails only when the system's random source does.
 	return ID[K]{uuid.Must(uuid.NewV7())}
 }
 
 // ParseWorkspaceID parses a workspace id in any of the usual UUID spellings.
-func ParseWorkspaceID(s string) (WorkspaceID, error) { return parseID[workspaceKind](s) }
+func ParseWorkspaceID(s string) (WorkspaceID, error) { return ParseID[workspaceKind](s) }
 
 // ParseUserID parses a user id in any of the usual UUID spellings.
-func ParseUserID(s string) (UserID, error) { return parseID[userKind](s) }
+func ParseUserID(s string) (UserID, error) { return ParseID[userKind](s) }
 
-func parseID[K kind](s string) (ID[K], error) {
+// ParseID parses an id of kind K in any of the usual UUID spellings,
+// refusing the zero UUID.
+func ParseID[K Kind](s string) (ID[K], error) {
 	var k K
 	u, err := uuid.Parse(s)
 	if err != nil {
-		return ID[K]{}, &InvalidIDError{Kind: k.name(), Value: s, Reason: "not a UUID"}
+		return ID[K]{}, &InvalidIDError{Kind: k.IDKind(), Value: s, Reason: "not a UUID"}
 	}
 	if u == uuid.Nil {
-		return ID[K]{}, &InvalidIDError{Kind: k.name(), Value: s, Reason: "the zero UUID is not an id"}
+		return ID[K]{}, &InvalidIDError{Kind: k.IDKind(), Value: s, Reason: "the zero UUID is not an id"}
 	}
 	return ID[K]{u}, nil
 }
+
+// IDFromUUID wraps an existing UUID as an id of kind K.
+func IDFromUUID[K Kind](u uuid.UUID) ID[K] { return ID[K]{u} }
 
 // WorkspaceIDFromUUID wraps an existing UUID, for hosts that have one.
 func WorkspaceIDFromUUID(u uuid.UUID) WorkspaceID { return WorkspaceID{u} }
@@ -71,11 +86,11 @@ func (id ID[K]) UUID() uuid.UUID { return id.u }
 
 func (id ID[K]) String() string { return id.u.String() }
 
-// valid returns a typed error for a zero id.
-func (id ID[K]) valid() error {
+// Valid returns a typed error (*InvalidIDError) for a zero id.
+func (id ID[K]) Valid() error {
 	if id.IsZero() {
 		var k K
-		return &InvalidIDError{Kind: k.name(), Reason: "the id is zero"}
+		return &InvalidIDError{Kind: k.IDKind(), Reason: "the id is zero"}
 	}
 	return nil
 }
@@ -85,7 +100,7 @@ func (id ID[K]) MarshalText() ([]byte, error) { return id.u.MarshalText() }
 
 // UnmarshalText parses a UUID string, refusing the zero UUID.
 func (id *ID[K]) UnmarshalText(b []byte) error {
-	parsed, err := parseID[K](string(b))
+	parsed, err := ParseID[K](string(b))
 	if err != nil {
 		return err
 	}
@@ -102,7 +117,7 @@ func (id ID[K]) UUIDValue() (pgtype.UUID, error) {
 func (id *ID[K]) ScanUUID(v pgtype.UUID) error {
 	if !v.Valid {
 		var k K
-		return fmt.Errorf("tenancy: cannot scan NULL into a %s id", k.name())
+		return fmt.Errorf("tenancy: cannot scan NULL into a %s id", k.IDKind())
 	}
 	id.u = v.Bytes
 	return nil
@@ -118,7 +133,7 @@ type Scope struct {
 
 // NewScope returns the scope of a workspace.
 func NewScope(workspace WorkspaceID) (Scope, error) {
-	if err := workspace.valid(); err != nil {
+	if err := workspace.Valid(); err != nil {
 		return Scope{}, err
 	}
 	return Scope{workspace: workspace}, nil
@@ -126,10 +141,10 @@ func NewScope(workspace WorkspaceID) (Scope, error) {
 
 // NewUserScope returns the scope of a user acting in a workspace.
 func NewUserScope(workspace WorkspaceID, user UserID) (Scope, error) {
-	if err := workspace.valid(); err != nil {
+	if err := workspace.Valid(); err != nil {
 		return Scope{}, err
 	}
-	if err := user.valid(); err != nil {
+	if err := user.Valid(); err != nil {
 		return Scope{}, err
 	}
 	return Scope{workspace: workspace, user: user}, nil
@@ -140,3 +155,6 @@ func (s Scope) Workspace() WorkspaceID { return s.workspace }
 
 // User returns the scope's user, zero for a workspace-wide scope.
 func (s Scope) User() UserID { return s.user }
+
+// valid is Valid, for users.go until the users repository is reshaped.
+func (id ID[K]) valid() error { return id.Valid() }

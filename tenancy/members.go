@@ -2,13 +2,11 @@ package tenancy
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"time"
 
 	sq "github.com/Masterminds/squirrel"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/meterbase/meterbase/internal/pg"
@@ -48,18 +46,18 @@ func (r Role) AtLeast(min Role) bool { return r.rank() >= min.rank() && min.rank
 
 // Membership is a user's place in a workspace.
 type Membership struct {
-	WorkspaceID WorkspaceID
-	UserID      UserID
-	Role        Role
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	WorkspaceID WorkspaceID `json:"workspaceId"`
+	UserID      UserID      `json:"userId"`
+	Role        Role        `json:"role"`
+	CreatedAt   time.Time   `json:"createdAt"`
+	UpdatedAt   time.Time   `json:"updatedAt"`
 }
 
 // Member is a membership with the user's name, as listed.
 type Member struct {
 	Membership
-	Email       string
-	DisplayName string
+	Email       string `json:"email"`
+	DisplayName string `json:"displayName"`
 }
 
 const membershipColumns = "workspace_id, user_id, role, created_at, updated_at"
@@ -88,16 +86,33 @@ func mapMembershipError(err error, op string) error {
 	return fmt.Errorf("tenancy: %s: %w", op, err)
 }
 
-// AddMember adds user to the workspace with role. ErrAlreadyMember if the
-// user belongs already; ErrNotFound if the user or workspace does not exist.
-func (t *Tenant) AddMember(ctx context.Context, user UserID, role Role) (Membership, error) {
-	if err := user.valid(); err != nil {
+// Members is the repository of a workspace's memberships. Make it once
+// with NewMembers and share it; every method takes the tenant it acts for.
+type Members struct{ cfg *Config }
+
+// NewMembers returns the memberships repository. A nil cfg means the
+// defaults.
+func NewMembers(cfg *Config) *Members { return &Members{cfg: cfg} }
+
+// AddMemberParams says whom to add, with which role.
+type AddMemberParams struct {
+	User UserID
+	Role Role
+}
+
+// Add adds a user to the tenant's workspace. ErrAlreadyMember if the user
+// belongs already; ErrNotFound if the user or workspace does not exist.
+func (r *Members) Add(ctx context.Context, t *Tenant, p AddMemberParams) (Membership, error) {
+	if err := t.usable(); err != nil {
 		return Membership{}, err
 	}
-	if err := role.Valid(); err != nil {
+	if err := p.User.Valid(); err != nil {
 		return Membership{}, err
 	}
-	m, err := scanMembership(t.Insert(membershipsTable).Columns("user_id", "role").Values(user, role).
+	if err := p.Role.Valid(); err != nil {
+		return Membership{}, err
+	}
+	m, err := scanMembership(t.Insert(membershipsTable).Columns("user_id", "role").Values(p.User, p.Role).
 		Returning(membershipColumns).QueryRow(ctx))
 	if err != nil {
 		return Membership{}, mapMembershipError(err, "add member")
@@ -105,17 +120,26 @@ func (t *Tenant) AddMember(ctx context.Context, user UserID, role Role) (Members
 	return m, nil
 }
 
-// SetMemberRole changes a member's role. ErrNotMember if the user is not a
+// SetRoleParams says whose role changes, to what.
+type SetRoleParams struct {
+	User UserID
+	Role Role
+}
+
+// SetRole changes a member's role. ErrNotMember if the user is not a
 // member; ErrLastOwner if it would demote the workspace's last owner.
-func (t *Tenant) SetMemberRole(ctx context.Context, user UserID, role Role) (Membership, error) {
-	if err := user.valid(); err != nil {
+func (r *Members) SetRole(ctx context.Context, t *Tenant, p SetRoleParams) (Membership, error) {
+	if err := t.usable(); err != nil {
 		return Membership{}, err
 	}
-	if err := role.Valid(); err != nil {
+	if err := p.User.Valid(); err != nil {
 		return Membership{}, err
 	}
-	m, err := scanMembership(t.Update(membershipsTable).Set("role", role).Set("updated_at", pg.Now).
-		Where(sq.Eq{"user_id": user}).Returning(membershipColumns).QueryRow(ctx))
+	if err := p.Role.Valid(); err != nil {
+		return Membership{}, err
+	}
+	m, err := scanMembership(t.Update(membershipsTable).Set("role", p.Role).Set("updated_at", pg.Now).
+		Where(sq.Eq{"user_id": p.User}).Returning(membershipColumns).QueryRow(ctx))
 	if errors.Is(err, ErrNotFound) {
 		return Membership{}, ErrNotMember
 	}
@@ -125,10 +149,13 @@ func (t *Tenant) SetMemberRole(ctx context.Context, user UserID, role Role) (Mem
 	return m, nil
 }
 
-// RemoveMember removes user from the workspace. ErrNotMember if the user is
-// not a member; ErrLastOwner if they are its last owner.
-func (t *Tenant) RemoveMember(ctx context.Context, user UserID) error {
-	if err := user.valid(); err != nil {
+// Remove removes a user from the tenant's workspace. ErrNotMember if the
+// user is not a member; ErrLastOwner if they are its last owner.
+func (r *Members) Remove(ctx context.Context, t *Tenant, user UserID) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	if err := user.Valid(); err != nil {
 		return err
 	}
 	tag, err := t.Delete(membershipsTable).Where(sq.Eq{"user_id": user}).Exec(ctx)
@@ -141,7 +168,7 @@ func (t *Tenant) RemoveMember(ctx context.Context, user UserID) error {
 	return nil
 }
 
-func (t *Tenant) membersQuery() SelectBuilder {
+func membersQuery(t *Tenant) SelectBuilder {
 	return t.Select(membershipsTable,
 		"memberships.workspace_id", "memberships.user_id", "memberships.role", "memberships.created_at", "memberships.updated_at",
 		"users.email", "users.display_name").
@@ -154,12 +181,15 @@ func scanMember(row pgx.Row) (Member, error) {
 	return m, err
 }
 
-// Member returns one member, or ErrNotMember.
-func (t *Tenant) Member(ctx context.Context, user UserID) (Member, error) {
-	if err := user.valid(); err != nil {
+// Get returns one member, or ErrNotMember.
+func (r *Members) Get(ctx context.Context, t *Tenant, user UserID) (Member, error) {
+	if err := t.usable(); err != nil {
 		return Member{}, err
 	}
-	m, err := scanMember(t.membersQuery().Where(sq.Eq{"memberships.user_id": user}).QueryRow(ctx))
+	if err := user.Valid(); err != nil {
+		return Member{}, err
+	}
+	m, err := scanMember(membersQuery(t).Where(sq.Eq{"memberships.user_id": user}).QueryRow(ctx))
 	if errors.Is(err, ErrNotFound) {
 		return Member{}, ErrNotMember
 	}
@@ -169,114 +199,76 @@ func (t *Tenant) Member(ctx context.Context, user UserID) (Member, error) {
 	return m, nil
 }
 
-// Page asks for one page of a list: at most Limit items (default 50, at most
-// 1000) after the Cursor a previous page returned ("" for the first page).
-type Page struct {
-	Limit  int
-	Cursor string
+// ListMembersParams asks for a page of members.
+type ListMembersParams struct {
+	Page Page
 }
 
-// DefaultPageLimit and MaxPageLimit bound Page.Limit.
-const (
-	DefaultPageLimit = 50
-	MaxPageLimit     = 1000
-)
+// membersList names the members list in its cursors.
+const membersList = "tenancy.members"
 
-func (p Page) limit() (int, error) {
-	switch {
-	case p.Limit == 0:
-		return DefaultPageLimit, nil
-	case p.Limit < 0 || p.Limit > MaxPageLimit:
-		return 0, &InvalidInputError{Field: "page limit", Reason: fmt.Sprintf("%d is not between 1 and %d", p.Limit, MaxPageLimit)}
-	}
-	return p.Limit, nil
-}
-
-// bounds validates the page: its limit, and the id its cursor says the
-// previous page ended at (uuid.Nil for the first page).
-func (p Page) bounds() (limit int, after uuid.UUID, err error) {
-	if limit, err = p.limit(); err != nil {
-		return 0, uuid.Nil, err
-	}
-	if p.Cursor != "" {
-		after, err = decodeCursor(p.Cursor)
-	}
-	return limit, after, err
-}
-
-// trimPage cuts items, fetched with one more than limit, to the page and
-// returns the cursor of the next one ("" when there is none).
-func trimPage[T any](items []T, limit int, id func(T) uuid.UUID) ([]T, string) {
-	if len(items) <= limit {
-		return items, ""
-	}
-	return items[:limit], encodeCursor(id(items[limit-1]))
-}
-
-// MemberList is a page of members and the cursor of the next page, "" after
-// the last.
-type MemberList struct {
-	Members []Member
-	Next    string
-}
-
-// ListMembers lists the workspace's members in a stable order (by user id),
-// one page at a time. Pages stay consistent while members come and go: a
-// cursor is the last user id seen, not an offset.
-func (t *Tenant) ListMembers(ctx context.Context, page Page) (MemberList, error) {
-	limit, after, err := page.bounds()
+// List lists the workspace's members in a stable order (by user id), one
+// page at a time.
+func (r *Members) List(ctx context.Context, t *Tenant, p ListMembersParams) (List[Member], error) {
+	q, err := p.Page.Query(t, membersList)
 	if err != nil {
-		return MemberList{}, err
+		return List[Member]{}, err
 	}
-	q := t.membersQuery().OrderBy("memberships.user_id").Limit(uint64(limit) + 1)
-	if after != uuid.Nil {
-		q = q.Where(sq.Gt{"memberships.user_id": UserIDFromUUID(after)})
+	sel := membersQuery(t).OrderBy("memberships.user_id").Limit(uint64(q.Limit) + 1)
+	if q.After != nil {
+		sel = sel.Where(sq.Gt{"memberships.user_id": IDFromUUID[userKind](q.After.ID)})
 	}
-	rows, err := q.Query(ctx)
+	if q.Offset > 0 {
+		sel = sel.Offset(uint64(q.Offset))
+	}
+	rows, err := sel.Query(ctx)
 	if err != nil {
-		return MemberList{}, fmt.Errorf("tenancy: list members: %w", err)
+		return List[Member]{}, fmt.Errorf("tenancy: list members: %w", err)
 	}
 	members, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Member, error) { return scanMember(row) })
 	if err != nil {
-		return MemberList{}, fmt.Errorf("tenancy: list members: %w", err)
+		return List[Member]{}, fmt.Errorf("tenancy: list members: %w", err)
 	}
-	var list MemberList
-	list.Members, list.Next = trimPage(members, limit, func(m Member) uuid.UUID { return m.UserID.UUID() })
+	list := Paginate(t, membersList, q, members, func(m Member) Keyset { return Keyset{ID: m.UserID.UUID()} })
+	if q.WithTotal {
+		var total int64
+		if err := t.Select(membershipsTable, "count(*)").QueryRow(ctx).Scan(&total); err != nil {
+			return List[Member]{}, fmt.Errorf("tenancy: count members: %w", err)
+		}
+		list.Total = &total
+	}
 	return list, nil
 }
 
-// A cursor is the last id of a page, opaque to callers.
-func encodeCursor(last uuid.UUID) string {
-	return base64.RawURLEncoding.EncodeToString(last[:])
+// AuthorizeParams says who acts, and the least role the action needs.
+type AuthorizeParams struct {
+	User    UserID
+	MinRole Role
 }
 
-func decodeCursor(cursor string) (uuid.UUID, error) {
-	b, err := base64.RawURLEncoding.DecodeString(cursor)
-	if err != nil || len(b) != 16 {
-		return uuid.Nil, &InvalidInputError{Field: "cursor", Reason: "was not returned by a previous page"}
-	}
-	return uuid.UUID(b), nil
-}
-
-// Authorize checks that user is a member of the workspace with at least the
-// min role, and returns the membership. ErrNotMember if not a member; a
-// *ForbiddenError (errors.Is ErrForbidden) if the role is too low.
-func (t *Tenant) Authorize(ctx context.Context, user UserID, min Role) (Membership, error) {
-	if err := user.valid(); err != nil {
+// Authorize checks that a user is a member of the tenant's workspace with
+// at least p.MinRole, and returns the membership. ErrNotMember if not a
+// member; a *ForbiddenError (errors.Is ErrForbidden) if the role is too
+// low.
+func (r *Members) Authorize(ctx context.Context, t *Tenant, p AuthorizeParams) (Membership, error) {
+	if err := t.usable(); err != nil {
 		return Membership{}, err
 	}
-	if err := min.Valid(); err != nil {
+	if err := p.User.Valid(); err != nil {
 		return Membership{}, err
 	}
-	m, err := scanMembership(t.Select(membershipsTable, membershipColumns).Where(sq.Eq{"user_id": user}).QueryRow(ctx))
+	if err := p.MinRole.Valid(); err != nil {
+		return Membership{}, err
+	}
+	m, err := scanMembership(t.Select(membershipsTable, membershipColumns).Where(sq.Eq{"user_id": p.User}).QueryRow(ctx))
 	if errors.Is(err, ErrNotFound) {
 		return Membership{}, ErrNotMember
 	}
 	if err != nil {
 		return Membership{}, fmt.Errorf("tenancy: authorize: %w", err)
 	}
-	if !m.Role.AtLeast(min) {
-		return m, &ForbiddenError{User: user, Have: m.Role, Need: min}
+	if !m.Role.AtLeast(p.MinRole) {
+		return m, &ForbiddenError{User: p.User, Have: m.Role, Need: p.MinRole}
 	}
 	return m, nil
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	sq "github.com/Masterminds/squirrel"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/meterbase/meterbase/internal/pg"
@@ -30,8 +29,11 @@ type Operator struct {
 // NewOperator returns a cross-tenant reader. reason says why, for the people
 // who review and audit its uses; it must not be empty.
 func NewOperator(db DBTX, reason string) (*Operator, error) {
-	if db == nil {
+	if pg.IsNil(db) {
 		return nil, &InvalidInputError{Field: "db", Reason: "is nil"}
+	}
+	if err := checkTextField("operator reason", reason); err != nil {
+		return nil, err
 	}
 	reason = strings.TrimSpace(reason)
 	if reason == "" {
@@ -41,7 +43,20 @@ func NewOperator(db DBTX, reason string) (*Operator, error) {
 }
 
 // Reason returns the reason the operator was made with.
-func (o *Operator) Reason() string { return o.reason }
+func (o *Operator) Reason() string {
+	if o == nil {
+		return ""
+	}
+	return o.reason
+}
+
+// usable refuses a nil or zero Operator (one not made by NewOperator).
+func (o *Operator) usable() error {
+	if o == nil || o.db == nil || o.reason == "" {
+		return &InvalidInputError{Field: "operator", Reason: "is nil or zero; make it with NewOperator"}
+	}
+	return nil
+}
 
 // read runs fn in a transaction (a savepoint of the host's) whose row-level
 // security context is the operator's. The operator policies allow SELECT
@@ -71,47 +86,63 @@ func (o *Operator) read(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	})
 }
 
-// WorkspaceList is a page of workspaces and the cursor of the next page.
-type WorkspaceList struct {
-	Workspaces []Workspace
-	Next       string
-}
+// operatorWorkspacesList names the operator's workspace list in its
+// cursors, which are bound to no workspace.
+const operatorWorkspacesList = "tenancy.operator.workspaces"
 
-// ListWorkspaces lists every tenant's workspace, oldest first, a page at a
-// time.
-func (o *Operator) ListWorkspaces(ctx context.Context, page Page) (WorkspaceList, error) {
-	limit, after, err := page.bounds()
+// ListWorkspaces lists every tenant's workspace in a stable order (by id,
+// so oldest first), a page at a time.
+func (o *Operator) ListWorkspaces(ctx context.Context, page Page) (List[Workspace], error) {
+	if err := o.usable(); err != nil {
+		return List[Workspace]{}, err
+	}
+	pq, err := page.query(WorkspaceID{}, operatorWorkspacesList)
 	if err != nil {
-		return WorkspaceList{}, err
+		return List[Workspace]{}, err
 	}
 	q := pg.SQ.Select(workspaceColumns).From(workspacesTable.name).
-		Prefix(strings.TrimSpace(OperatorMarker)).OrderBy("workspace_id").Limit(uint64(limit) + 1)
-	if after != uuid.Nil {
-		q = q.Where(sq.Gt{"workspace_id": WorkspaceIDFromUUID(after)})
+		Prefix(strings.TrimSpace(OperatorMarker)).OrderBy("workspace_id").Limit(uint64(pq.Limit) + 1)
+	if pq.After != nil {
+		q = q.Where(sq.Gt{"workspace_id": WorkspaceIDFromUUID(pq.After.ID)})
+	}
+	if pq.Offset > 0 {
+		q = q.Offset(uint64(pq.Offset))
 	}
 	sql, args, err := q.ToSql()
 	if err != nil {
-		return WorkspaceList{}, err
+		return List[Workspace]{}, err
 	}
-	var list WorkspaceList
+	var items []Workspace
+	var total int64
 	err = o.read(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, sql, args...)
 		if err != nil {
 			return err
 		}
-		list.Workspaces, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Workspace, error) { return scanWorkspace(r) })
-		return err
+		if items, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Workspace, error) { return scanWorkspace(r) }); err != nil {
+			return err
+		}
+		if pq.WithTotal {
+			return tx.QueryRow(ctx, OperatorMarker+`SELECT count(*) FROM `+workspacesTable.name).Scan(&total)
+		}
+		return nil
 	})
 	if err != nil {
-		return WorkspaceList{}, fmt.Errorf("tenancy: operator list workspaces: %w", mapError(err))
+		return List[Workspace]{}, fmt.Errorf("tenancy: operator list workspaces: %w", mapError(err))
 	}
-	list.Workspaces, list.Next = trimPage(list.Workspaces, limit, func(w Workspace) uuid.UUID { return w.ID.UUID() })
+	list := paginate(WorkspaceID{}, operatorWorkspacesList, pq, items, func(w Workspace) Keyset { return Keyset{ID: w.ID.UUID()} })
+	if pq.WithTotal {
+		list.Total = &total
+	}
 	return list, nil
 }
 
 // WorkspaceOf returns any tenant's workspace by id, or ErrNotFound.
 func (o *Operator) WorkspaceOf(ctx context.Context, id WorkspaceID) (Workspace, error) {
-	if err := id.valid(); err != nil {
+	if err := o.usable(); err != nil {
+		return Workspace{}, err
+	}
+	if err := id.Valid(); err != nil {
 		return Workspace{}, err
 	}
 	sql, args, err := pg.SQ.Select(workspaceColumns).From(workspacesTable.name).

@@ -38,6 +38,10 @@ func groupEnd(s string) int {
 	return -1
 }
 
+// usersGate is what a join of users carries: a tenant reaches only its
+// own members.
+const usersGate = "EXISTS (SELECT 1 FROM memberships meterbase_gate WHERE meterbase_gate.workspace_id = $1 AND meterbase_gate.user_id = users.user_id)"
+
 // requireTenantHolds checks the shape of a rendered statement: the tenant
 // predicate comes first, and each caller predicate is one parenthesised
 // group ANDed after it, so that nothing the caller wrote can OR around it.
@@ -112,7 +116,7 @@ func FuzzFragments(f *testing.F) {
 			sql, got, err = tenancy.SQLOf(tn.Select(m, "user_id").Join(tenancy.UsersTable, frag, args...))
 			if !refused(t, err) {
 				require.Equal(t, wsA, got[0])
-				requireOneGroup(t, sql, "SELECT user_id FROM memberships JOIN users ON ", " WHERE memberships.workspace_id = $1")
+				requireOneGroup(t, sql, "SELECT user_id FROM memberships JOIN users ON "+usersGate+" AND ", " WHERE memberships.workspace_id = $1")
 			}
 		}
 		sql, got, err := tenancy.SQLOf(tn.Select(m, "user_id").OrderBy(frag))

@@ -80,43 +80,43 @@ func TestWorkspaceLifecycle(t *testing.T) {
 	owner := newUser(t, db.Pool, "owner@example.com")
 	member := newUser(t, db.Pool, "member@example.com")
 
-	ws, err := tenancy.CreateWorkspace(ctx, db.Pool, " Acme ", owner.ID)
+	ws, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: " Acme ", Owner: owner.ID})
 	require.NoError(t, err)
 	require.Equal(t, "Acme", ws.Name)
 	tn := tenantOf(t, db.Pool, ws.ID)
 
-	got, err := tn.Workspace(ctx)
+	got, err := workspaces.Get(ctx, tn)
 	require.NoError(t, err)
 	require.Equal(t, ws, got)
 
-	m, err := tn.Authorize(ctx, owner.ID, tenancy.RoleOwner)
+	m, err := members.Authorize(ctx, tn, tenancy.AuthorizeParams{User: owner.ID, MinRole: tenancy.RoleOwner})
 	require.NoError(t, err)
 	require.Equal(t, tenancy.RoleOwner, m.Role, "the creator is the first owner")
 
-	renamed, err := tn.RenameWorkspace(ctx, "Acme Inc")
+	renamed, err := workspaces.Rename(ctx, tn, tenancy.RenameWorkspaceParams{Name: "Acme Inc"})
 	require.NoError(t, err)
 	require.Equal(t, "Acme Inc", renamed.Name)
 	require.False(t, renamed.UpdatedAt.Before(ws.UpdatedAt))
 
-	_, err = tn.AddMember(ctx, member.ID, tenancy.RoleMember)
+	_, err = members.Add(ctx, tn, tenancy.AddMemberParams{User: member.ID, Role: tenancy.RoleMember})
 	require.NoError(t, err)
-	_, err = tn.AddMember(ctx, member.ID, tenancy.RoleAdmin)
+	_, err = members.Add(ctx, tn, tenancy.AddMemberParams{User: member.ID, Role: tenancy.RoleAdmin})
 	require.ErrorIs(t, err, tenancy.ErrAlreadyMember)
-	_, err = tn.AddMember(ctx, tenancy.NewUserID(), tenancy.RoleMember)
+	_, err = members.Add(ctx, tn, tenancy.AddMemberParams{User: tenancy.NewUserID(), Role: tenancy.RoleMember})
 	require.ErrorIs(t, err, tenancy.ErrNotFound)
-	_, err = tn.AddMember(ctx, member.ID, tenancy.Role("root"))
+	_, err = members.Add(ctx, tn, tenancy.AddMemberParams{User: member.ID, Role: tenancy.Role("root")})
 	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
 
-	_, err = tenancy.CreateWorkspace(ctx, db.Pool, "Ghost", tenancy.NewUserID())
+	_, err = workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Ghost", Owner: tenancy.NewUserID()})
 	require.ErrorIs(t, err, tenancy.ErrNotFound, "the owner must exist")
-	_, err = tenancy.CreateWorkspace(ctx, db.Pool, "   ", owner.ID)
+	_, err = workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "   ", Owner: owner.ID})
 	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
 
-	require.NoError(t, tn.DeleteWorkspace(ctx))
-	_, err = tn.Workspace(ctx)
+	require.NoError(t, workspaces.Delete(ctx, tn))
+	_, err = workspaces.Get(ctx, tn)
 	require.ErrorIs(t, err, tenancy.ErrNotFound)
-	require.ErrorIs(t, tn.DeleteWorkspace(ctx), tenancy.ErrNotFound)
-	_, err = tn.AddMember(ctx, member.ID, tenancy.RoleMember)
+	require.ErrorIs(t, workspaces.Delete(ctx, tn), tenancy.ErrNotFound)
+	_, err = members.Add(ctx, tn, tenancy.AddMemberParams{User: member.ID, Role: tenancy.RoleMember})
 	require.ErrorIs(t, err, tenancy.ErrNotFound, "a deleted workspace takes no members")
 
 	// The memberships went with the workspace; the users stay.
@@ -136,55 +136,55 @@ func TestMembersAndRoles(t *testing.T) {
 	admin := newUser(t, db.Pool, "admin@example.com")
 	member := newUser(t, db.Pool, "member@example.com")
 	stranger := newUser(t, db.Pool, "stranger@example.com")
-	ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Acme", owner.ID)
+	ws, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Acme", Owner: owner.ID})
 	require.NoError(t, err)
 	tn := tenantOf(t, db.Pool, ws.ID)
-	_, err = tn.AddMember(ctx, admin.ID, tenancy.RoleAdmin)
+	_, err = members.Add(ctx, tn, tenancy.AddMemberParams{User: admin.ID, Role: tenancy.RoleAdmin})
 	require.NoError(t, err)
-	_, err = tn.AddMember(ctx, member.ID, tenancy.RoleMember)
+	_, err = members.Add(ctx, tn, tenancy.AddMemberParams{User: member.ID, Role: tenancy.RoleMember})
 	require.NoError(t, err)
 
 	// Authorization.
-	_, err = tn.Authorize(ctx, admin.ID, tenancy.RoleAdmin)
+	_, err = members.Authorize(ctx, tn, tenancy.AuthorizeParams{User: admin.ID, MinRole: tenancy.RoleAdmin})
 	require.NoError(t, err)
-	_, err = tn.Authorize(ctx, admin.ID, tenancy.RoleMember)
+	_, err = members.Authorize(ctx, tn, tenancy.AuthorizeParams{User: admin.ID, MinRole: tenancy.RoleMember})
 	require.NoError(t, err)
-	_, err = tn.Authorize(ctx, member.ID, tenancy.RoleAdmin)
+	_, err = members.Authorize(ctx, tn, tenancy.AuthorizeParams{User: member.ID, MinRole: tenancy.RoleAdmin})
 	var forbidden *tenancy.ForbiddenError
 	require.ErrorAs(t, err, &forbidden)
 	require.Equal(t, tenancy.RoleMember, forbidden.Have)
 	require.Equal(t, tenancy.RoleAdmin, forbidden.Need)
 	require.ErrorIs(t, err, tenancy.ErrForbidden)
-	_, err = tn.Authorize(ctx, stranger.ID, tenancy.RoleMember)
+	_, err = members.Authorize(ctx, tn, tenancy.AuthorizeParams{User: stranger.ID, MinRole: tenancy.RoleMember})
 	require.ErrorIs(t, err, tenancy.ErrNotMember)
 
 	// The last owner can be neither demoted nor removed.
-	_, err = tn.SetMemberRole(ctx, owner.ID, tenancy.RoleAdmin)
+	_, err = members.SetRole(ctx, tn, tenancy.SetRoleParams{User: owner.ID, Role: tenancy.RoleAdmin})
 	require.ErrorIs(t, err, tenancy.ErrLastOwner)
-	require.ErrorIs(t, tn.RemoveMember(ctx, owner.ID), tenancy.ErrLastOwner)
+	require.ErrorIs(t, members.Remove(ctx, tn, owner.ID), tenancy.ErrLastOwner)
 	require.ErrorIs(t, tenancy.NewUsers(db.Pool).Delete(ctx, owner.ID), tenancy.ErrLastOwner, "nor deleted as a user")
 
 	// With a second owner, the first may go.
-	m, err := tn.SetMemberRole(ctx, admin.ID, tenancy.RoleOwner)
+	m, err := members.SetRole(ctx, tn, tenancy.SetRoleParams{User: admin.ID, Role: tenancy.RoleOwner})
 	require.NoError(t, err)
 	require.Equal(t, tenancy.RoleOwner, m.Role)
-	_, err = tn.SetMemberRole(ctx, owner.ID, tenancy.RoleMember)
+	_, err = members.SetRole(ctx, tn, tenancy.SetRoleParams{User: owner.ID, Role: tenancy.RoleMember})
 	require.NoError(t, err)
-	require.NoError(t, tn.RemoveMember(ctx, owner.ID))
-	require.ErrorIs(t, tn.RemoveMember(ctx, owner.ID), tenancy.ErrNotMember)
-	_, err = tn.SetMemberRole(ctx, stranger.ID, tenancy.RoleAdmin)
+	require.NoError(t, members.Remove(ctx, tn, owner.ID))
+	require.ErrorIs(t, members.Remove(ctx, tn, owner.ID), tenancy.ErrNotMember)
+	_, err = members.SetRole(ctx, tn, tenancy.SetRoleParams{User: stranger.ID, Role: tenancy.RoleAdmin})
 	require.ErrorIs(t, err, tenancy.ErrNotMember)
 
-	got, err := tn.Member(ctx, member.ID)
+	got, err := members.Get(ctx, tn, member.ID)
 	require.NoError(t, err)
 	require.Equal(t, "member@example.com", got.Email)
 	require.Equal(t, tenancy.RoleMember, got.Role)
-	_, err = tn.Member(ctx, stranger.ID)
+	_, err = members.Get(ctx, tn, stranger.ID)
 	require.ErrorIs(t, err, tenancy.ErrNotMember)
 
 	// Deleting a user removes their memberships.
 	require.NoError(t, tenancy.NewUsers(db.Pool).Delete(ctx, member.ID))
-	_, err = tn.Member(ctx, member.ID)
+	_, err = members.Get(ctx, tn, member.ID)
 	require.ErrorIs(t, err, tenancy.ErrNotMember)
 }
 
@@ -193,13 +193,13 @@ func TestListMembersPaginates(t *testing.T) {
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
 	owner := newUser(t, db.Pool, "owner@example.com")
-	ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Acme", owner.ID)
+	ws, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Acme", Owner: owner.ID})
 	require.NoError(t, err)
 	tn := tenantOf(t, db.Pool, ws.ID)
 	want := map[tenancy.UserID]bool{owner.ID: true}
 	for i := range 24 {
 		u := newUser(t, db.Pool, fmt.Sprintf("user%02d@example.com", i))
-		_, err := tn.AddMember(ctx, u.ID, tenancy.RoleMember)
+		_, err := members.Add(ctx, tn, tenancy.AddMemberParams{User: u.ID, Role: tenancy.RoleMember})
 		require.NoError(t, err)
 		want[u.ID] = true
 	}
@@ -208,10 +208,10 @@ func TestListMembersPaginates(t *testing.T) {
 	page := tenancy.Page{Limit: 10}
 	pages := 0
 	for {
-		list, err := tn.ListMembers(ctx, page)
+		list, err := members.List(ctx, tn, tenancy.ListMembersParams{Page: page})
 		require.NoError(t, err)
 		pages++
-		seen = append(seen, list.Members...)
+		seen = append(seen, list.Items...)
 		if list.Next == "" {
 			break
 		}
@@ -227,11 +227,11 @@ func TestListMembersPaginates(t *testing.T) {
 		}
 	}
 
-	_, err = tn.ListMembers(ctx, tenancy.Page{Limit: -1})
+	_, err = members.List(ctx, tn, tenancy.ListMembersParams{Page: tenancy.Page{Limit: -1}})
 	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
-	_, err = tn.ListMembers(ctx, tenancy.Page{Limit: tenancy.MaxPageLimit + 1})
+	_, err = members.List(ctx, tn, tenancy.ListMembersParams{Page: tenancy.Page{Limit: tenancy.MaxPageLimit + 1}})
 	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
-	_, err = tn.ListMembers(ctx, tenancy.Page{Cursor: "not-a-cursor"})
+	_, err = members.List(ctx, tn, tenancy.ListMembersParams{Page: tenancy.Page{Cursor: "not-a-cursor"}})
 	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
 }
 
@@ -245,15 +245,18 @@ func TestLastOwnerUnderConcurrency(t *testing.T) {
 	for round := range 20 {
 		a := newUser(t, db.Pool, fmt.Sprintf("a%d@example.com", round))
 		b := newUser(t, db.Pool, fmt.Sprintf("b%d@example.com", round))
-		ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Race", a.ID)
+		ws, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Race", Owner: a.ID})
 		require.NoError(t, err)
 		tn := tenantOf(t, db.Pool, ws.ID)
-		_, err = tn.AddMember(ctx, b.ID, tenancy.RoleOwner)
+		_, err = members.Add(ctx, tn, tenancy.AddMemberParams{User: b.ID, Role: tenancy.RoleOwner})
 		require.NoError(t, err)
 
 		ops := []func() error{
-			func() error { return tn.RemoveMember(ctx, a.ID) },
-			func() error { _, err := tn.SetMemberRole(ctx, b.ID, tenancy.RoleMember); return err },
+			func() error { return members.Remove(ctx, tn, a.ID) },
+			func() error {
+				_, err := members.SetRole(ctx, tn, tenancy.SetRoleParams{User: b.ID, Role: tenancy.RoleMember})
+				return err
+			},
 			func() error { return tenancy.NewUsers(db.Pool).Delete(ctx, a.ID) },
 		}
 		first, second := ops[round%3], ops[(round+1)%3]
@@ -281,17 +284,17 @@ func TestLastOwnerHoldsForApplicationRole(t *testing.T) {
 	db := pgtest.NewDB(t)
 	app := db.AppPool(t)
 	owner := newUser(t, db.Pool, "solo@example.com")
-	ws, err := tenancy.CreateWorkspace(ctx, app, "Solo", owner.ID)
+	ws, err := workspaces.Create(ctx, app, tenancy.CreateWorkspaceParams{Name: "Solo", Owner: owner.ID})
 	require.NoError(t, err)
 
 	require.ErrorIs(t, tenancy.NewUsers(app).Delete(ctx, owner.ID), tenancy.ErrLastOwner)
 	tn := tenantOf(t, app, ws.ID)
-	require.ErrorIs(t, tn.RemoveMember(ctx, owner.ID), tenancy.ErrLastOwner)
-	_, err = tn.SetMemberRole(ctx, owner.ID, tenancy.RoleMember)
+	require.ErrorIs(t, members.Remove(ctx, tn, owner.ID), tenancy.ErrLastOwner)
+	_, err = members.SetRole(ctx, tn, tenancy.SetRoleParams{User: owner.ID, Role: tenancy.RoleMember})
 	require.ErrorIs(t, err, tenancy.ErrLastOwner)
 
 	// Deleting the workspace takes its memberships, owners included.
-	require.NoError(t, tn.DeleteWorkspace(ctx))
+	require.NoError(t, workspaces.Delete(ctx, tn))
 	require.NoError(t, tenancy.NewUsers(app).Delete(ctx, owner.ID))
 }
 
@@ -307,14 +310,17 @@ func TestLastOwnerUnderRepeatableRead(t *testing.T) {
 	for round := range 10 {
 		a := newUser(t, db.Pool, fmt.Sprintf("rr-a%d@example.com", round))
 		b := newUser(t, db.Pool, fmt.Sprintf("rr-b%d@example.com", round))
-		ws, err := tenancy.CreateWorkspace(ctx, app, "RR", a.ID)
+		ws, err := workspaces.Create(ctx, app, tenancy.CreateWorkspaceParams{Name: "RR", Owner: a.ID})
 		require.NoError(t, err)
-		_, err = tenantOf(t, app, ws.ID).AddMember(ctx, b.ID, tenancy.RoleOwner)
+		_, err = members.Add(ctx, tenantOf(t, app, ws.ID), tenancy.AddMemberParams{User: b.ID, Role: tenancy.RoleOwner})
 		require.NoError(t, err)
 
 		ops := []func(tn *tenancy.Tenant) error{
-			func(tn *tenancy.Tenant) error { return tn.RemoveMember(ctx, a.ID) },
-			func(tn *tenancy.Tenant) error { _, err := tn.SetMemberRole(ctx, b.ID, tenancy.RoleMember); return err },
+			func(tn *tenancy.Tenant) error { return members.Remove(ctx, tn, a.ID) },
+			func(tn *tenancy.Tenant) error {
+				_, err := members.SetRole(ctx, tn, tenancy.SetRoleParams{User: b.ID, Role: tenancy.RoleMember})
+				return err
+			},
 		}
 		errs := make([]error, 2)
 		var wg sync.WaitGroup
@@ -353,12 +359,12 @@ func TestLastOwnerTriggerIgnoresTemporaryTables(t *testing.T) {
 		c.ConnConfig.Tracer = nil
 	})
 	owner := newUser(t, db.Pool, "solo@example.com")
-	ws, err := tenancy.CreateWorkspace(ctx, app, "Solo", owner.ID)
+	ws, err := workspaces.Create(ctx, app, tenancy.CreateWorkspaceParams{Name: "Solo", Owner: owner.ID})
 	require.NoError(t, err)
 	_, err = app.Exec(ctx, `CREATE TEMP TABLE workspaces (workspace_id uuid, updated_at timestamptz)`)
 	require.NoError(t, err)
 
-	require.ErrorIs(t, tenantOf(t, app, ws.ID).RemoveMember(ctx, owner.ID), tenancy.ErrLastOwner)
+	require.ErrorIs(t, members.Remove(ctx, tenantOf(t, app, ws.ID), owner.ID), tenancy.ErrLastOwner)
 }
 
 // Moving the last owner's membership to another workspace is refused too.
@@ -369,9 +375,9 @@ func TestLastOwnerCannotBeMovedAway(t *testing.T) {
 	raw := db.RawPool(t)
 	owner := newUser(t, db.Pool, "solo@example.com")
 	other := newUser(t, db.Pool, "other@example.com")
-	ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Solo", owner.ID)
+	ws, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Solo", Owner: owner.ID})
 	require.NoError(t, err)
-	dest, err := tenancy.CreateWorkspace(ctx, db.Pool, "Dest", other.ID)
+	dest, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Dest", Owner: other.ID})
 	require.NoError(t, err)
 	_, err = raw.Exec(ctx, `UPDATE memberships SET workspace_id = $1 WHERE workspace_id = $2 AND user_id = $3`, dest.ID, ws.ID, owner.ID)
 	require.ErrorContains(t, err, "would be left without an owner")

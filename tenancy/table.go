@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // TableScope says which tenant columns a table carries.
@@ -32,6 +33,7 @@ type Table struct {
 	name  string
 	scope TableScope
 	alias string // set by As
+	err   error  // a bad alias, returned by the builder that uses the table
 }
 
 var identifierPattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -47,11 +49,12 @@ func DefineTable(name string, scope TableScope) Table {
 	}
 	// One name, one scope: a table declared once as a tenant table cannot
 	// be declared again as global (and so joined without its predicate).
-	if prev, loaded := tableScopes.LoadOrStore(name, scope); loaded && prev.(TableScope) != scope {
+	prev, loaded := tableScopes.LoadOrStore(name, scope)
+	if loaded && prev.(TableScope) != scope {
 		panic(fmt.Sprintf("tenancy: table %q is already defined with another scope", name))
 	}
-	if scope != Global {
-		tenantTables.Store(name, true)
+	if !loaded {
+		tableGeneration.Add(1)
 	}
 	return Table{name: name, scope: scope}
 }
@@ -59,10 +62,25 @@ func DefineTable(name string, scope TableScope) Table {
 var (
 	// tableScopes holds every table defined, by name.
 	tableScopes sync.Map
-	// tenantTables holds the name of every tenant table defined, for the
-	// checks of hand-written SQL.
-	tenantTables sync.Map
+	// tableGeneration counts the tables defined, so that a Statement
+	// prepared before one of them can look for it once.
+	tableGeneration atomic.Int64
 )
+
+// definedTable returns the table defined under name.
+func definedTable(name string) (Table, bool) {
+	scope, ok := tableScopes.Load(name)
+	if !ok {
+		return Table{}, false
+	}
+	return Table{name: name, scope: scope.(TableScope)}, true
+}
+
+// isTenantTable reports whether name was defined as a tenant table.
+func isTenantTable(name string) bool {
+	t, ok := definedTable(name)
+	return ok && t.scope != Global
+}
 
 // Name returns the table's name.
 func (t Table) Name() string { return t.name }
@@ -70,9 +88,12 @@ func (t Table) Name() string { return t.name }
 // As returns the table under an alias, for a statement that names it twice
 // (a self-join) or prefers a short name. The handle qualifies the tenant
 // columns with the alias.
+// A bad alias is an error (ErrUnsafeSQL) from the builder that uses the
+// table.
 func (t Table) As(alias string) Table {
 	if !identifierPattern.MatchString(alias) {
-		panic(fmt.Sprintf("tenancy: alias %q is not a lower-case SQL identifier", alias))
+		t.err = fmt.Errorf("%w: alias %q of table %s is not a lower-case SQL identifier", ErrUnsafeSQL, alias, t.name)
+		return t
 	}
 	t.alias = alias
 	return t
@@ -120,6 +141,17 @@ func (t Table) isTenantColumn(column string) bool {
 		}
 	}
 	return false
+}
+
+// memberGates hold the global tables a tenant reaches only through its
+// own memberships: a tenant may see the users who belong to it, never
+// every user of the platform. A join of one (under any Table value of that
+// name) carries the gate, and hand-written SQL must write it {users}.
+var memberGates = map[string]func(ref string) string{
+	"users": func(ref string) string {
+		return "EXISTS (SELECT 1 FROM memberships meterbase_gate WHERE meterbase_gate.workspace_id = " + workspaceParam +
+			" AND meterbase_gate.user_id = " + ref + ".user_id)"
+	},
 }
 
 // The library's own tenancy tables.

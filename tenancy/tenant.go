@@ -15,8 +15,6 @@ package tenancy
 import (
 	"context"
 	"fmt"
-	"regexp"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -115,10 +113,10 @@ func WithoutRowLevelSecurity() Option { return func(t *Tenant) { t.rls = false }
 
 // NewTenant returns the handle of scope over db.
 func NewTenant(db DBTX, scope Scope, opts ...Option) (*Tenant, error) {
-	if db == nil {
+	if pg.IsNil(db) {
 		return nil, &InvalidInputError{Field: "db", Reason: "is nil"}
 	}
-	if err := scope.workspace.valid(); err != nil {
+	if err := scope.workspace.Valid(); err != nil {
 		return nil, err
 	}
 	t := &Tenant{db: db, scope: scope, rls: true}
@@ -129,7 +127,21 @@ func NewTenant(db DBTX, scope Scope, opts ...Option) (*Tenant, error) {
 }
 
 // Scope returns the tenant the handle acts for.
-func (t *Tenant) Scope() Scope { return t.scope }
+func (t *Tenant) Scope() Scope {
+	if t == nil {
+		return Scope{}
+	}
+	return t.scope
+}
+
+// usable refuses a nil or zero Tenant (one not made by NewTenant), which
+// has no connection and no tenant to filter on.
+func (t *Tenant) usable() error {
+	if t == nil || t.db == nil || t.scope.workspace.IsZero() {
+		return &InvalidInputError{Field: "tenant", Reason: "is nil or zero; make it with NewTenant"}
+	}
+	return nil
+}
 
 // InTx runs fn in a transaction (a savepoint when the handle already runs in
 // one) whose row-level security context is this tenant's. The Tenant given
@@ -137,7 +149,17 @@ func (t *Tenant) Scope() Scope { return t.scope }
 // rows fn opened must be closed before it returns, or the transaction
 // cannot be finished (nor, inside the host's, its context put back): InTx
 // then fails, and the host must roll its transaction back.
+//
+// However fn's work ends (an error, a panic, a context that ends mid-call),
+// what it did is rolled back, and in the host's transaction the savepoint
+// is rolled back with a context of its own, bounded by pg.CleanupTimeout,
+// so that neither fn's writes nor this tenant's row-level security context
+// outlive a failed call. If even that rollback fails, the host's
+// connection is closed: its transaction cannot commit half of the work.
 func (t *Tenant) InTx(ctx context.Context, fn func(tx *Tenant) error) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
 	var fnErr error
 	err := pg.InTx(ctx, t.db, func(tx pgx.Tx) error {
 		inner := *t
@@ -315,234 +337,6 @@ func (r *batchRow) Scan(dest ...any) error {
 		err = cerr
 	}
 	return err
-}
-
-// Named SQL, for statements the builders cannot express (CTEs, say). The
-// SQL names the tenant as @workspace_id (and @user_id), and the handle
-// supplies those arguments; the caller may not. checkNamedSQL catches a
-// forgotten tenant filter, but it is no parser: on a connection that
-// bypasses row-level security, hand-written SQL is as safe as its review.
-// Prefer the builders.
-
-// ExecNamed runs a hand-written statement with named arguments.
-func (t *Tenant) ExecNamed(ctx context.Context, sql string, args pgx.NamedArgs) (pgconn.CommandTag, error) {
-	named, err := t.namedArgs(sql, args)
-	if err != nil {
-		return pgconn.CommandTag{}, err
-	}
-	return t.exec(ctx, sql, named)
-}
-
-// QueryNamed runs a hand-written query with named arguments.
-func (t *Tenant) QueryNamed(ctx context.Context, sql string, args pgx.NamedArgs) (pgx.Rows, error) {
-	named, err := t.namedArgs(sql, args)
-	if err != nil {
-		return nil, err
-	}
-	return t.query(ctx, sql, named)
-}
-
-// QueryRowNamed runs a hand-written single-row query with named arguments.
-func (t *Tenant) QueryRowNamed(ctx context.Context, sql string, args pgx.NamedArgs) pgx.Row {
-	named, err := t.namedArgs(sql, args)
-	if err != nil {
-		return errRow{err}
-	}
-	return t.queryRow(ctx, sql, named)
-}
-
-func (t *Tenant) namedArgs(sql string, args pgx.NamedArgs) (pgx.NamedArgs, error) {
-	if err := checkNamedSQL(sql); err != nil {
-		return nil, err
-	}
-	named := make(pgx.NamedArgs, len(args)+2)
-	for k, v := range args {
-		if strings.EqualFold(k, workspaceColumn) || strings.EqualFold(k, userColumn) {
-			return nil, fmt.Errorf("%w: @%s is supplied by the tenant handle, not the caller", ErrUnsafeSQL, k)
-		}
-		if err := checkArg("named argument @"+k, v); err != nil {
-			return nil, err
-		}
-		named[k] = v
-	}
-	named[workspaceColumn] = t.scope.workspace
-	if !t.scope.user.IsZero() {
-		named[userColumn] = t.scope.user
-	}
-	return named, nil
-}
-
-var (
-	// namedTenantEquality is the filter hand-written SQL must use. The
-	// column may be qualified; the parameter's name is exact, as pgx's are.
-	// A column, not the parameter itself: "@workspace_id = @workspace_id"
-	// is always true and filters nothing.
-	namedTenantEquality = regexp.MustCompile(`(?:^|[^@A-Za-z0-9_])(?i:workspace_id)\s*=\s*@workspace_id\b|@workspace_id\s*=\s*(?i:(?:[A-Za-z_][A-Za-z0-9_]*\.)?workspace_id\b)`)
-	// namedWord finds every name in the SQL; a tenant table's name not
-	// followed by a dot (a column's qualifier) is a mention of the table.
-	namedWord = regexp.MustCompile(`[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*`)
-	// namedTenantInsert is an INSERT into a table whose column list opens
-	// with workspace_id and whose values open with @workspace_id.
-	namedTenantInsert = regexp.MustCompile(`(?is)^\s*insert\s+into\s+([A-Za-z_][A-Za-z0-9_]*)(?:\s+as\s+[A-Za-z_][A-Za-z0-9_]*)?\s*\(\s*workspace_id\s*[,)].*?\b(?:values\s*\(|select\s+)\s*@workspace_id\b`)
-	// namedStatements are the statements hand-written SQL may be.
-	namedStatements = map[string]bool{"select": true, "with": true, "insert": true, "update": true, "delete": true}
-)
-
-// checkNamedSQL is the guard on hand-written SQL, which the handle does not
-// build and cannot restructure. Read without its comments and literals, it
-// must be one SELECT, WITH, INSERT, UPDATE or DELETE; it may not call what
-// fragments may not (set_config, the functions that run SQL given as
-// text); and it must filter with workspace_id = @workspace_id at least once
-// for every mention of a tenant table (a correct join may need one more
-// than it strictly would), unless it is a one-row INSERT that fills
-// workspace_id from @workspace_id. It catches a forgotten filter; it does
-// not prove that each filter constrains the table it is meant for (an OR,
-// a filter in a subquery, RETURNING or GROUP BY can pass and filter
-// nothing). Hand-written SQL is reviewed code; as the application role,
-// row-level security confines it whatever it says.
-func checkNamedSQL(sql string) error {
-	code, err := namedCode(sql)
-	if err != nil {
-		return err
-	}
-	words := namedWord.FindAllStringIndex(code, -1)
-	if len(words) == 0 || !namedStatements[strings.ToLower(code[words[0][0]:words[0][1]])] {
-		return fmt.Errorf("%w: hand-written SQL must be one SELECT, WITH, INSERT, UPDATE or DELETE", ErrUnsafeSQL)
-	}
-	mentions := 0
-	setOperation := false
-	previous := ""
-	for _, m := range words {
-		word := strings.ToLower(code[m[0]:m[1]])
-		switch {
-		case runsSQL(word):
-			return fmt.Errorf("%w: hand-written SQL may not call %s", ErrUnsafeSQL, word)
-		case word == "into" && previous != "insert":
-			// SELECT ... INTO creates a table: a temporary one named like
-			// a tenant table would stand in for it on the connection.
-			return fmt.Errorf("%w: hand-written SQL may not SELECT ... INTO", ErrUnsafeSQL)
-		case word == "union" || word == "intersect" || word == "except":
-			setOperation = true
-		}
-		if _, ok := tenantTables.Load(word); ok && (m[1] == len(code) || code[m[1]] != '.') {
-			mentions++
-		}
-		previous = word
-	}
-	// An INSERT of one row, or of one SELECT, fills the tenant column from
-	// @workspace_id rather than filtering on it. (A second row, or a UNION,
-	// could name another workspace; those need the filters, and a VALUES
-	// list cannot have them, so they are refused.)
-	if insert := namedTenantInsert.FindStringSubmatch(code); insert != nil && !setOperation && singleRow(code[len(insert[0]):]) {
-		if _, ok := tenantTables.Load(strings.ToLower(insert[1])); ok {
-			mentions--
-		}
-		if mentions <= 0 {
-			return nil
-		}
-	}
-	equalities := len(namedTenantEquality.FindAllStringIndex(code, -1))
-	if equalities == 0 || equalities < mentions {
-		return fmt.Errorf("%w: hand-written SQL mentions %d tenant table(s) but filters %d time(s) on workspace_id = @workspace_id; filter every one", ErrUnsafeSQL, mentions, equalities)
-	}
-	return nil
-}
-
-// singleRow reports whether the rest of an INSERT, from just after its
-// first value, holds no second VALUES row: the first row's parenthesis
-// closes without a comma and another row after it.
-func singleRow(rest string) bool {
-	depth := 1 // inside the first row, or inside the SELECT list (no parenthesis to close)
-	for i := 0; i < len(rest); i++ {
-		switch rest[i] {
-		case '(':
-			depth++
-		case ')':
-			depth--
-			if depth == 0 {
-				tail := strings.TrimSpace(rest[i+1:])
-				return !strings.HasPrefix(tail, ",")
-			}
-		}
-	}
-	return true // the SELECT form: no row parenthesis to close
-}
-
-// namedCode returns hand-written SQL without its comments, with its string
-// literals emptied and its quoted names unquoted (or, when they are not a
-// plain name, replaced by one), so that nothing in a comment, a literal or
-// a name counts as code. It refuses what would
-// make that reading unreliable or the statement more than one: ';', '$'
-// (dollar quotes), backslashes (E'...' strings) and U& escapes.
-func namedCode(sql string) (string, error) {
-	fail := func(reason string) (string, error) {
-		return "", fmt.Errorf("%w: hand-written SQL %s", ErrUnsafeSQL, reason)
-	}
-	// Anywhere, literals included: an E'...' string escapes its quotes
-	// with one, and Postgres and this reading would part ways there.
-	if strings.IndexByte(sql, '\\') >= 0 {
-		return fail("contains a backslash; pass such text as an argument")
-	}
-	var b strings.Builder
-	for i := 0; i < len(sql); i++ {
-		c := sql[i]
-		switch {
-		case c == '$':
-			return fail("contains '$'; name parameters @like_this")
-		case c == ';':
-			return fail("contains ';'")
-		case (c == 'u' || c == 'U') && i+1 < len(sql) && sql[i+1] == '&':
-			return fail("contains a U& escape")
-		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
-			// Postgres ends a line comment at \n or \r.
-			end := strings.IndexAny(sql[i:], "\n\r")
-			if end < 0 {
-				end = len(sql) - i
-			}
-			i += end - 1
-			b.WriteByte(' ')
-		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
-			depth := 0
-			j := i
-			for ; j < len(sql); j++ {
-				if strings.HasPrefix(sql[j:], "/*") {
-					depth++
-					j++
-				} else if strings.HasPrefix(sql[j:], "*/") {
-					depth--
-					j++
-					if depth == 0 {
-						break
-					}
-				}
-			}
-			if depth != 0 {
-				return fail("has an unterminated comment")
-			}
-			i = j
-			b.WriteByte(' ')
-		case c == '\'' || c == '"':
-			end := strings.IndexByte(sql[i+1:], c)
-			if end < 0 {
-				return fail("has an unterminated quote")
-			}
-			if c == '"' {
-				// A quoted name is one name, whatever it spells: keep it as
-				// a mention of a table if it is one, and as nothing else.
-				if name := strings.ToLower(sql[i+1 : i+1+end]); namedWord.FindString(name) == name {
-					b.WriteString(name)
-				} else {
-					b.WriteString("quoted_name")
-				}
-			} else {
-				b.WriteString("''")
-			}
-			i += end + 1
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String(), nil
 }
 
 type errRow struct{ err error }

@@ -15,10 +15,10 @@ import (
 
 // Workspace is a tenant: the unit that owns members, credits and usage.
 type Workspace struct {
-	ID        WorkspaceID
-	Name      string
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	ID        WorkspaceID `json:"id"`
+	Name      string      `json:"name"`
+	CreatedAt time.Time   `json:"createdAt"`
+	UpdatedAt time.Time   `json:"updatedAt"`
 }
 
 const workspaceColumns = "workspace_id, name, created_at, updated_at"
@@ -30,6 +30,9 @@ func scanWorkspace(row pgx.Row) (Workspace, error) {
 }
 
 func workspaceName(name string) (string, error) {
+	if err := checkTextField("workspace name", name); err != nil {
+		return "", err
+	}
 	n := strings.TrimSpace(name)
 	if n == "" {
 		return "", &InvalidInputError{Field: "workspace name", Reason: "is empty"}
@@ -40,15 +43,31 @@ func workspaceName(name string) (string, error) {
 	return n, nil
 }
 
-// CreateWorkspace creates a workspace with owner as its first owner, in one
+// Workspaces is the repository of workspaces. Make it once with
+// NewWorkspaces and share it; every method but Create takes the tenant it
+// acts for.
+type Workspaces struct{ cfg *Config }
+
+// NewWorkspaces returns the workspaces repository. A nil cfg means the
+// defaults.
+func NewWorkspaces(cfg *Config) *Workspaces { return &Workspaces{cfg: cfg} }
+
+// CreateWorkspaceParams names a new workspace and its first owner.
+type CreateWorkspaceParams struct {
+	Name  string // 1 to 200 characters, trimmed
+	Owner UserID
+}
+
+// Create creates a workspace with p.Owner as its first owner, in one
 // transaction (a savepoint of db's when db is a transaction). ErrNotFound
-// if the owner is not a user.
-func CreateWorkspace(ctx context.Context, db DBTX, name string, owner UserID) (Workspace, error) {
-	n, err := workspaceName(name)
+// if the owner is not a user. It takes the connection rather than a
+// tenant: the tenant does not exist yet.
+func (r *Workspaces) Create(ctx context.Context, db DBTX, p CreateWorkspaceParams) (Workspace, error) {
+	n, err := workspaceName(p.Name)
 	if err != nil {
 		return Workspace{}, err
 	}
-	if err := owner.valid(); err != nil {
+	if err := p.Owner.Valid(); err != nil {
 		return Workspace{}, err
 	}
 	scope, _ := NewScope(NewWorkspaceID())
@@ -62,7 +81,7 @@ func CreateWorkspace(ctx context.Context, db DBTX, name string, owner UserID) (W
 		if err != nil {
 			return err
 		}
-		_, err = tx.Insert(membershipsTable).Columns("user_id", "role").Values(owner, RoleOwner).Exec(ctx)
+		_, err = tx.Insert(membershipsTable).Columns("user_id", "role").Values(p.Owner, RoleOwner).Exec(ctx)
 		return err
 	})
 	if err != nil {
@@ -71,8 +90,8 @@ func CreateWorkspace(ctx context.Context, db DBTX, name string, owner UserID) (W
 	return ws, nil
 }
 
-// Workspace returns the tenant's workspace, or ErrNotFound once deleted.
-func (t *Tenant) Workspace(ctx context.Context) (Workspace, error) {
+// Get returns the tenant's workspace, or ErrNotFound once deleted.
+func (r *Workspaces) Get(ctx context.Context, t *Tenant) (Workspace, error) {
 	ws, err := scanWorkspace(t.Select(workspacesTable, workspaceColumns).QueryRow(ctx))
 	if errors.Is(err, ErrNotFound) {
 		return Workspace{}, ErrNotFound
@@ -83,9 +102,14 @@ func (t *Tenant) Workspace(ctx context.Context) (Workspace, error) {
 	return ws, nil
 }
 
-// RenameWorkspace changes the workspace's name.
-func (t *Tenant) RenameWorkspace(ctx context.Context, name string) (Workspace, error) {
-	n, err := workspaceName(name)
+// RenameWorkspaceParams gives a workspace its new name.
+type RenameWorkspaceParams struct {
+	Name string // 1 to 200 characters, trimmed
+}
+
+// Rename changes the workspace's name.
+func (r *Workspaces) Rename(ctx context.Context, t *Tenant, p RenameWorkspaceParams) (Workspace, error) {
+	n, err := workspaceName(p.Name)
 	if err != nil {
 		return Workspace{}, err
 	}
@@ -101,9 +125,9 @@ func (t *Tenant) RenameWorkspace(ctx context.Context, name string) (Workspace, e
 	return ws, nil
 }
 
-// DeleteWorkspace deletes the workspace and, by cascade, everything it owns:
+// Delete deletes the workspace and, by cascade, everything it owns:
 // memberships, credits, usage history.
-func (t *Tenant) DeleteWorkspace(ctx context.Context) error {
+func (r *Workspaces) Delete(ctx context.Context, t *Tenant) error {
 	tag, err := t.Delete(workspacesTable).All().Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("tenancy: delete workspace: %w", err)

@@ -6,6 +6,10 @@ package pg
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"time"
 
 	sq "github.com/Masterminds/squirrel"
 	"github.com/jackc/pgx/v5"
@@ -34,11 +38,69 @@ var (
 // SQ builds statements with PostgreSQL's $n placeholders.
 var SQ = sq.StatementBuilder.PlaceholderFormat(sq.Dollar)
 
-// InTx runs fn in a transaction on db and commits when fn returns nil. When db
-// is already a transaction, fn runs in a savepoint instead, so a failure rolls
-// back fn's work without aborting the caller's transaction.
-func InTx(ctx context.Context, db DBTX, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, db, fn)
+// CleanupTimeout bounds the statements that undo a failed unit of work.
+// They run with a context of their own: the caller's may be the reason the
+// work failed.
+const CleanupTimeout = 5 * time.Second
+
+// Detached returns a context that keeps ctx's values but not its end,
+// bounded by CleanupTimeout, for finishing or undoing work that must not
+// be left half-done because the caller stopped waiting.
+func Detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+}
+
+// InTx runs fn in a transaction on db and commits when fn returns nil. When
+// db is already a transaction, fn runs in a savepoint instead, so a failure
+// rolls back fn's work without aborting the caller's transaction.
+//
+// Finishing does not depend on ctx once fn has returned: the commit (or
+// release) and, on any failure or panic, the rollback run with Detached.
+// A rollback that still fails leaves the connection closed, so that a
+// host's transaction cannot go on to commit part of fn's work (pgx closes
+// it itself when a top-level rollback fails; a savepoint's is closed here).
+func InTx(ctx context.Context, db DBTX, fn func(tx pgx.Tx) error) (err error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if done {
+			return
+		}
+		cctx, cancel := Detached(ctx)
+		defer cancel()
+		if rerr := tx.Rollback(cctx); rerr != nil && !errors.Is(rerr, pgx.ErrTxClosed) {
+			if conn := tx.Conn(); conn != nil && !conn.IsClosed() {
+				_ = conn.PgConn().Conn().Close()
+			}
+			err = errors.Join(err, fmt.Errorf("roll back (the connection was closed): %w", rerr))
+		}
+	}()
+	if err = fn(tx); err != nil {
+		return err
+	}
+	cctx, cancel := Detached(ctx)
+	defer cancel()
+	if err = tx.Commit(cctx); err != nil {
+		return err
+	}
+	done = true
+	return nil
+}
+
+// IsNil reports whether db is nil, typed nil included (a nil *pgxpool.Pool
+// in a DBTX is not == nil, and would panic on first use).
+func IsNil(db any) bool {
+	if db == nil {
+		return true
+	}
+	switch v := reflect.ValueOf(db); v.Kind() {
+	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan:
+		return v.IsNil()
+	}
+	return false
 }
 
 // Now is the transaction's timestamp, for SET clauses.

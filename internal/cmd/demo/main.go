@@ -89,8 +89,11 @@ func run(ctx context.Context, out io.Writer) (err error) {
 	}
 	say("migrated from version %d to %d", res.From, res.To)
 
-	// 2. Users are global; workspaces are tenants.
+	// 2. Users are global; workspaces are tenants. The repositories are
+	// made once, as a service makes them at startup.
 	users := tenancy.NewUsers(pool)
+	workspaces := tenancy.NewWorkspaces(nil)
+	members := tenancy.NewMembers(nil)
 	people := map[string]tenancy.User{}
 	for _, email := range []string{"ada@example.com", "grace@example.com", "linus@example.com", "barbara@example.com"} {
 		u, err := users.Create(ctx, tenancy.NewUser{Email: email})
@@ -101,11 +104,11 @@ func run(ctx context.Context, out io.Writer) (err error) {
 	}
 	say("created %d users", len(people))
 
-	acme, err := tenancy.CreateWorkspace(ctx, pool, "Acme", people["ada@example.com"].ID)
+	acme, err := workspaces.Create(ctx, pool, tenancy.CreateWorkspaceParams{Name: "Acme", Owner: people["ada@example.com"].ID})
 	if err != nil {
 		return err
 	}
-	globex, err := tenancy.CreateWorkspace(ctx, pool, "Globex", people["barbara@example.com"].ID)
+	globex, err := workspaces.Create(ctx, pool, tenancy.CreateWorkspaceParams{Name: "Globex", Owner: people["barbara@example.com"].ID})
 	if err != nil {
 		return err
 	}
@@ -120,29 +123,29 @@ func run(ctx context.Context, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	if _, err := tn.AddMember(ctx, people["grace@example.com"].ID, tenancy.RoleAdmin); err != nil {
+	if _, err := members.Add(ctx, tn, tenancy.AddMemberParams{User: people["grace@example.com"].ID, Role: tenancy.RoleAdmin}); err != nil {
 		return err
 	}
-	if _, err := tn.AddMember(ctx, people["linus@example.com"].ID, tenancy.RoleMember); err != nil {
+	if _, err := members.Add(ctx, tn, tenancy.AddMemberParams{User: people["linus@example.com"].ID, Role: tenancy.RoleMember}); err != nil {
 		return err
 	}
-	list, err := tn.ListMembers(ctx, tenancy.Page{})
+	list, err := members.List(ctx, tn, tenancy.ListMembersParams{Page: tenancy.Page{}})
 	if err != nil {
 		return err
 	}
 	say("members of %s:", acme.Name)
-	for _, m := range list.Members {
+	for _, m := range list.Items {
 		say("  %-22s %s", m.Email, m.Role)
 	}
 
 	// 4. The rules hold.
-	_, err = tn.Authorize(ctx, people["linus@example.com"].ID, tenancy.RoleAdmin)
+	_, err = members.Authorize(ctx, tn, tenancy.AuthorizeParams{User: people["linus@example.com"].ID, MinRole: tenancy.RoleAdmin})
 	say("may linus administer Acme? %v", describe(err))
-	_, err = tn.Authorize(ctx, people["barbara@example.com"].ID, tenancy.RoleMember)
+	_, err = members.Authorize(ctx, tn, tenancy.AuthorizeParams{User: people["barbara@example.com"].ID, MinRole: tenancy.RoleMember})
 	say("may barbara (of Globex) read Acme? %v", describe(err))
-	err = tn.RemoveMember(ctx, people["ada@example.com"].ID)
+	err = members.Remove(ctx, tn, people["ada@example.com"].ID)
 	say("remove Acme's only owner? %v", describe(err))
-	err = tn.RemoveMember(ctx, people["barbara@example.com"].ID)
+	err = members.Remove(ctx, tn, people["barbara@example.com"].ID)
 	say("remove Globex's owner through Acme's handle? %v", describe(err))
 
 	// 5. An admin view across tenants, behind the operator handle.
@@ -154,7 +157,7 @@ func run(ctx context.Context, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	say("operator (%s) sees %d workspaces", op.Reason(), len(all.Workspaces))
+	say("operator (%s) sees %d workspaces", op.Reason(), len(all.Items))
 
 	migrator, err := migrations.New(pool, nil)
 	if err != nil {
