@@ -701,7 +701,7 @@ func (r *rewriter) insertTarget(i int, table Table) error {
 		if r.isWord(j+1, "distinct", "all") {
 			return unsafeSQL("hand-written SQL may not INSERT ... SELECT DISTINCT into {%s}", table.name)
 		}
-		r.edits = append(r.edits, edit{at: r.toks[j].end, end: r.toks[j].end, text: " " + tenantValues})
+		r.edits = append(r.edits, edit{at: r.toks[j].end, end: r.toks[j].end, text: " " + strings.TrimSuffix(tenantValues, " ")})
 		j++
 	default:
 		return unsafeSQL("hand-written SQL must follow INSERT INTO {%s} (...) with VALUES or SELECT", table.name)
