@@ -78,7 +78,7 @@ func filtersTenant(sql string) bool {
 
 // Violation returns why sql breaks the rule, or "" when it does not.
 func (tr *TenantTracer) Violation(sql string) string {
-	if strings.HasPrefix(strings.TrimSpace(sql), operatorMarker) {
+	if trimmed := strings.TrimSpace(sql); strings.HasPrefix(trimmed, operatorMarker) || strings.HasPrefix(trimmed, strings.TrimSpace(isolationMarker)) {
 		return ""
 	}
 	var touched []string
@@ -152,6 +152,16 @@ func (tr *TenantTracer) TraceCopyFromStart(ctx context.Context, _ *pgx.Conn, dat
 }
 
 func (tr *TenantTracer) TraceCopyFromEnd(context.Context, *pgx.Conn, pgx.TraceCopyFromEndData) {}
+
+// tenantTables returns the tenant tables' names, sorted.
+func (tr *TenantTracer) tenantTables() []string {
+	names := make([]string, 0, len(tr.tables))
+	for n := range tr.tables {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
 
 func newTenantTracer(tb testing.TB, db *DB) *TenantTracer {
 	tb.Helper()
