@@ -54,7 +54,9 @@ func TestEveryLibraryCallIsIsolated(t *testing.T) {
 		"members.Remove last owner": func(ctx context.Context, tn *tenancy.Tenant) (any, error) {
 			return nil, members.Remove(ctx, tn, w.owners[0].ID)
 		},
-		"members.Get": func(ctx context.Context, tn *tenancy.Tenant) (any, error) { return members.Get(ctx, tn, w.shared[1].ID) },
+		"members.Get": func(ctx context.Context, tn *tenancy.Tenant) (any, error) {
+			return members.Get(ctx, tn, w.shared[1].ID)
+		},
 		"members.List": func(ctx context.Context, tn *tenancy.Tenant) (any, error) {
 			return members.List(ctx, tn, tenancy.ListMembersParams{Page: tenancy.Page{Limit: 2, WithTotal: true}})
 		},

@@ -14,8 +14,10 @@ import (
 // recorder collects what CheckIsolation reports.
 type recorder struct{ errors []string }
 
-func (r *recorder) Helper()                        {}
-func (r *recorder) Errorf(format string, a ...any) { r.errors = append(r.errors, fmt.Sprintf(format, a...)) }
+func (r *recorder) Helper() {}
+func (r *recorder) Errorf(format string, a ...any) {
+	r.errors = append(r.errors, fmt.Sprintf(format, a...))
+}
 func (r *recorder) Fatalf(format string, a ...any) { panic(fmt.Sprintf(format, a...)) }
 
 // CheckIsolation catches a call that reads, or writes, another
