@@ -1,15 +1,3 @@
-// Package tenancy is meterbase's tenant boundary: typed workspace and user
-// ids, the Tenant handle through which every tenant row is reached, the
-// repositories of workspaces, users and memberships, and the Operator
-// handle for the few cross-tenant reads an admin interface needs.
-//
-// A Tenant builds its statements itself, with squirrel's Sqlizers for the
-// caller's predicates, and writes the tenant's predicate (workspace_id = $n,
-// and user_id = $n on user-scoped tables) first; every caller predicate is
-// checked and wrapped in parentheses, so that no OR can escape the tenant.
-// Row-level security policies, keyed on transaction-local settings that the
-// handle sets with every statement, stand behind it for raw SQL and
-// mistakes.
 package tenancy
 
 import (
