@@ -8,27 +8,33 @@ import (
 	sq "github.com/Masterminds/squirrel"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meterbase/meterbase/internal/pgtest"
 	"github.com/meterbase/meterbase/tenancy"
 )
 
-// BenchmarkPointRead reads one workspace by id: through the tenant handle
-// (via=handle), and by hand with pgx (via=pgx), interleaved in the same run
-// against the same database. rls=on also sets the row-level security
-// context in the same round trip, as the handle does by default; rls=off is
-// the handle made WithoutRowLevelSecurity.
+// BenchmarkPointRead reads one workspace by id, end to end on a real round
+// trip: through the tenant handle's builder (via=handle), through a
+// prepared statement whose {workspaces} the handle expands (via=statement),
+// and by hand with pgx (via=pgx), interleaved in the same run against the
+// same database, as the tables' owner (role=owner, which row-level
+// security does not bind here) and as the application role (role=app,
+// which it binds). rls=on also sets the row-level security context in the
+// same round trip, as the handle does by default; rls=off is the handle
+// made WithoutRowLevelSecurity, for a role that bypasses it.
 //
 // Its wall time is mostly the network's and the server's, and varies by
 // ±20% and more between identical runs on a small machine;
 // BenchmarkHandleOverhead isolates what the handle adds.
 //
-//	go test -run '^$' -bench PointRead -benchtime 5000x -count 20 ./tenancy > bench.txt
-//	benchstat -col /via bench.txt
+//	go test -run '^$' -bench PointRead -benchtime 3000x -count 10 ./tenancy > bench.txt
+//	benchstat -row .name -col /via bench.txt
 func BenchmarkPointRead(b *testing.B) {
 	ctx := context.Background()
 	db := pgtest.NewDB(b)
 	pool := db.RawPool(b)
+	app := db.AppPool(b, func(c *pgxpool.Config) { c.ConnConfig.Tracer = nil })
 	owner, err := tenancy.NewUsers(pool).Create(ctx, tenancy.NewUser{Email: "bench@example.com"})
 	if err != nil {
 		b.Fatal(err)
@@ -37,7 +43,8 @@ func BenchmarkPointRead(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	benchPointReads(b, pool, ws.ID)
+	b.Run("role=owner", func(b *testing.B) { benchPointReads(b, pool, ws.ID, true) })
+	b.Run("role=app", func(b *testing.B) { benchPointReads(b, app, ws.ID, false) })
 }
 
 // BenchmarkRender builds the SQL of a typical filtered, ordered page query:
@@ -86,12 +93,12 @@ func BenchmarkRender(b *testing.B) {
 //	go test -run '^$' -bench HandleOverhead -benchmem -count 10 ./tenancy > overhead.txt
 //	benchstat -col /via overhead.txt
 func BenchmarkHandleOverhead(b *testing.B) {
-	benchPointReads(b, instantDB{}, wsA)
+	benchPointReads(b, instantDB{}, wsA, true)
 }
 
 // benchPointReads reads workspace id over db, by hand and through the
 // handle, without and with the row-level security context.
-func benchPointReads(b *testing.B, db tenancy.DBTX, id tenancy.WorkspaceID) {
+func benchPointReads(b *testing.B, db tenancy.DBTX, id tenancy.WorkspaceID, bypasses bool) {
 	ctx := context.Background()
 	scope, _ := tenancy.NewScope(id)
 	withRLS, _ := tenancy.NewTenant(db, scope)
@@ -107,18 +114,20 @@ func benchPointReads(b *testing.B, db tenancy.DBTX, id tenancy.WorkspaceID) {
 			b.Fatal(err)
 		}
 	}
-	b.Run("rls=off/via=pgx", func(b *testing.B) {
-		for b.Loop() {
-			scan(db.QueryRow(ctx, byHand, id))
-		}
-	})
-	b.Run("rls=off/via=handle", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := workspaces.Get(ctx, withoutRLS); err != nil {
-				b.Fatal(err)
+	if bypasses {
+		b.Run("rls=off/via=pgx", func(b *testing.B) {
+			for b.Loop() {
+				scan(db.QueryRow(ctx, byHand, id))
 			}
-		}
-	})
+		})
+		b.Run("rls=off/via=handle", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := workspaces.Get(ctx, withoutRLS); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 	b.Run("rls=on/via=pgx", func(b *testing.B) {
 		for b.Loop() {
 			batch := &pgx.Batch{}
@@ -141,7 +150,14 @@ func benchPointReads(b *testing.B, db tenancy.DBTX, id tenancy.WorkspaceID) {
 			}
 		}
 	})
+	b.Run("rls=on/via=statement", func(b *testing.B) {
+		for b.Loop() {
+			scan(withRLS.QueryRow(ctx, pointRead, nil))
+		}
+	})
 }
+
+var pointRead = tenancy.MustPrepare("point read", `SELECT workspace_id, name, created_at, updated_at FROM {workspaces}`)
 
 // instantDB answers a point read of a workspace at once, alone or in a
 // batch.
