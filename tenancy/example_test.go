@@ -2,24 +2,38 @@ package tenancy_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/meterbase/meterbase/internal/pgtest"
 	"github.com/meterbase/meterbase/tenancy"
 )
+
+// exampleDatabase stands for the host's pool: a fresh, migrated database
+// (migrations.Migrate has run at startup).
+func exampleDatabase() *pgxpool.Pool { return pgtest.ExamplePool() }
 
 // A host's own tenant table, reached through the same handle as meterbase's.
 var notes = tenancy.DefineTable("notes", tenancy.WorkspaceScoped)
 
+// The quickstart: users, a workspace, its members, and the tenant handle
+// through which everything about the workspace goes.
 func Example() {
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, "postgres://app@127.0.0.1:5432/app")
+	pool := exampleDatabase()
+
+	// Made once, at startup, and shared.
+	users := tenancy.NewUsers(pool)
+	workspaces := tenancy.NewWorkspaces(nil)
+	members := tenancy.NewMembers(nil)
+
+	ada, err := users.Create(ctx, tenancy.NewUser{Email: "ada@example.com"})
 	if err != nil {
 		panic(err)
 	}
-	ada, err := tenancy.NewUsers(pool).Create(ctx, tenancy.NewUser{Email: "ada@example.com"})
+	grace, err := users.Create(ctx, tenancy.NewUser{Email: "Grace@Example.com", DisplayName: "Grace"})
 	if err != nil {
 		panic(err)
 	}
@@ -27,6 +41,8 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
+
+	// Everything about the workspace goes through its tenant handle.
 	scope, err := tenancy.NewScope(ws.ID)
 	if err != nil {
 		panic(err)
@@ -35,52 +51,143 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	if _, err := members.Authorize(ctx, acme, tenancy.AuthorizeParams{User: ada.ID, MinRole: tenancy.RoleOwner}); err != nil {
+	if _, err := members.Add(ctx, acme, tenancy.AddMemberParams{User: grace.ID, Role: tenancy.RoleMember}); err != nil {
 		panic(err)
+	}
+	list, err := members.List(ctx, acme, tenancy.ListMembersParams{Page: tenancy.Page{Limit: 50, WithTotal: true}})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("members:", *list.Total)
+	for _, m := range list.Items {
+		fmt.Println(m.Email, m.Role)
 	}
 
-	// SELECT body FROM notes WHERE notes.workspace_id = $1 AND (pinned OR author_id = $2) ORDER BY created_at DESC LIMIT 20
-	rows, err := acme.Select(notes, "body").
-		Where("pinned OR author_id = ?", ada.ID).
-		OrderBy("created_at DESC").Limit(20).
-		Query(ctx)
-	if err != nil {
+	_, err = members.Authorize(ctx, acme, tenancy.AuthorizeParams{User: grace.ID, MinRole: tenancy.RoleAdmin})
+	var forbidden *tenancy.ForbiddenError
+	if errors.As(err, &forbidden) {
+		fmt.Println("grace may not administer Acme: she is a", forbidden.Have)
+	}
+	err = members.Remove(ctx, acme, ada.ID)
+	fmt.Println("remove the last owner:", errors.Is(err, tenancy.ErrLastOwner))
+	// Unordered output:
+	// members: 2
+	// ada@example.com owner
+	// grace@example.com member
+	// grace may not administer Acme: she is a member
+	// remove the last owner: true
+}
+
+// The builders, on a host's own tenant table: the tenant's predicate is
+// written first, and the caller's, whatever it says, is one group after it.
+func ExampleTenant_Select() {
+	ctx := context.Background()
+	pool := exampleDatabase()
+	if _, err := pool.Exec(ctx, `CREATE TABLE notes (
+		workspace_id uuid NOT NULL REFERENCES workspaces ON DELETE CASCADE,
+		note_id bigint GENERATED ALWAYS AS IDENTITY, body text NOT NULL, pinned bool NOT NULL DEFAULT false,
+		PRIMARY KEY (workspace_id, note_id))`); err != nil {
 		panic(err)
 	}
-	bodies, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	acme, globex := exampleTenant(ctx, pool, "Acme"), exampleTenant(ctx, pool, "Globex")
+	for _, tn := range []*tenancy.Tenant{acme, globex} {
+		if _, err := tn.Insert(notes).Columns("body", "pinned").Values("hello", true).Exec(ctx); err != nil {
+			panic(err)
+		}
+	}
+	sel := acme.Select(notes, "count(*)").Where("pinned OR true")
+	sql, _, _ := tenancy.SQLOf(sel)
+	fmt.Println(sql)
+	var n int
+	if err := sel.QueryRow(ctx).Scan(&n); err != nil {
 		panic(err)
 	}
-	fmt.Println(len(bodies))
+	fmt.Println("Acme's notes:", n)
+	// Output:
+	// SELECT count(*) FROM notes WHERE notes.workspace_id = $1 AND (pinned OR true)
+	// Acme's notes: 1
+}
+
+// Hand-written SQL for what the builders cannot say: tenant tables are
+// written {table}, and the handle expands each into a reference that only
+// reaches the tenant's rows, whatever the rest says. Prepare it once, at
+// load (tenancy.MustPrepareFS over an embed.FS, for a package's files).
+var busiest = tenancy.MustPrepare("busiest role", `
+	WITH counts AS (SELECT role, count(*) AS n FROM {memberships} GROUP BY role)
+	SELECT role, n FROM counts WHERE n >= @min OR true ORDER BY n DESC, role LIMIT 1`)
+
+func ExamplePrepare() {
+	ctx := context.Background()
+	pool := exampleDatabase()
+	acme := exampleTenant(ctx, pool, "Acme")
+	exampleTenant(ctx, pool, "Globex")
+
+	var role string
+	var n int
+	if err := acme.QueryRow(ctx, busiest, tenancy.Args{"min": 1}).Scan(&role, &n); err != nil {
+		panic(err)
+	}
+	fmt.Println(role, n)
+	_, err := acme.Exec(ctx, busiest, tenancy.Args{"minimum": 1})
+	fmt.Println(errors.Is(err, tenancy.ErrInvalidInput))
+	_, err = tenancy.Prepare("bare", `SELECT count(*) FROM memberships`)
+	fmt.Println(errors.Is(err, tenancy.ErrUnsafeSQL))
+	// Output:
+	// owner 1
+	// true
+	// true
 }
 
 func ExampleTenant_InTx() {
-	var acme *tenancy.Tenant // from tenancy.NewTenant
 	ctx := context.Background()
+	pool := exampleDatabase()
+	acme := exampleTenant(ctx, pool, "Acme")
+	workspaces := tenancy.NewWorkspaces(nil)
 	err := acme.InTx(ctx, func(tx *tenancy.Tenant) error {
 		if _, err := workspaces.Rename(ctx, tx, tenancy.RenameWorkspaceParams{Name: "Acme Inc"}); err != nil {
 			return err
 		}
-		_, err := tx.Insert(notes).Columns("body").Values("renamed").Exec(ctx)
-		return err
+		return errors.New("changed my mind") // rolls the rename back
 	})
-	if err != nil {
-		panic(err)
-	}
+	ws, _ := workspaces.Get(ctx, acme)
+	fmt.Println(err, "-", ws.Name)
+	// Output: changed my mind - Acme
 }
 
 func ExampleNewOperator() {
-	var pool *pgxpool.Pool // the host's
 	ctx := context.Background()
+	pool := exampleDatabase()
+	exampleTenant(ctx, pool, "Acme")
+	exampleTenant(ctx, pool, "Globex")
 	op, err := tenancy.NewOperator(pool, "admin console: workspace list")
 	if err != nil {
 		panic(err)
 	}
-	page, err := op.ListWorkspaces(ctx, tenancy.Page{Limit: 100})
+	page, err := op.ListWorkspaces(ctx, tenancy.Page{Limit: 100, WithTotal: true})
 	if err != nil {
 		panic(err)
 	}
-	for _, ws := range page.Items {
-		fmt.Println(ws.ID, ws.Name)
+	fmt.Println(*page.Total, "workspaces")
+	// Output: 2 workspaces
+}
+
+// exampleTenant makes a workspace with an owner and returns its handle.
+func exampleTenant(ctx context.Context, pool *pgxpool.Pool, name string) *tenancy.Tenant {
+	owner, err := tenancy.NewUsers(pool).Create(ctx, tenancy.NewUser{Email: "owner@" + name + ".example"})
+	if err != nil {
+		panic(err)
 	}
+	ws, err := tenancy.NewWorkspaces(nil).Create(ctx, pool, tenancy.CreateWorkspaceParams{Name: name, Owner: owner.ID})
+	if err != nil {
+		panic(err)
+	}
+	scope, err := tenancy.NewScope(ws.ID)
+	if err != nil {
+		panic(err)
+	}
+	tn, err := tenancy.NewTenant(pool, scope)
+	if err != nil {
+		panic(err)
+	}
+	return tn
 }

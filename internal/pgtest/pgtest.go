@@ -59,6 +59,7 @@ var (
 func Main(m *testing.M) {
 	mainRan = true
 	code := m.Run()
+	closeExamplePools()
 	if err := teardown(); err != nil {
 		fmt.Fprintf(os.Stderr, "pgtest: cleanup: %v\n", err)
 		if code == 0 {
