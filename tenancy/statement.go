@@ -524,6 +524,11 @@ func (r *rewriter) checkWord(i int) error {
 		return unsafeSQL("hand-written SQL may not call %s", w)
 	case queryWordsNamed[w]:
 		return unsafeSQL("hand-written SQL may not use %s", strings.ToUpper(w))
+	case strings.HasPrefix(w, "pg_") || w == "information_schema":
+		// The catalogs describe every tenant's rows (pg_stats holds
+		// their most common values); a tenant's statement has no business
+		// there, nor with the server's administration functions.
+		return unsafeSQL("hand-written SQL may not name %s", w)
 	case w == "into" && !r.isWord(i-1, "insert"):
 		// SELECT ... INTO creates a table: a temporary one named like a
 		// tenant table would stand in for it on the connection.

@@ -67,6 +67,9 @@ func TestPrepareRefuses(t *testing.T) {
 		`SELECT query_to_xml('SELECT 1', true, true, '')`,
 		`SELECT pg_read_binary_file('x')`,
 		`SELECT setval('s', 1)`,
+		`SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'memberships'`,
+		`SELECT relname FROM pg_catalog.pg_class`,
+		`SELECT table_name FROM information_schema.tables`,
 		// Tenant columns are the handle's to fill, and never change.
 		`UPDATE {memberships} SET workspace_id = @other`,
 		`UPDATE {memberships} m SET (role, workspace_id) = ('x', @other)`,
