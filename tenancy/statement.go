@@ -492,8 +492,9 @@ func prepare(sql string) (*Statement, error) {
 			if _, gated := memberGates[name]; (gated || isTenantTable(name)) && !r.isPunct(i+1, ".") {
 				return nil, unsafeSQL("hand-written SQL names the tenant table %s bare; write {%s}, which the handle filters", name, name)
 			}
-			if t.kind == tokQuotedName && r.isPunct(i+1, "(") && deniedCall(strings.ToLower(name)) {
-				return nil, unsafeSQL("hand-written SQL may not call %s", name)
+			if lower := strings.ToLower(name); t.kind == tokQuotedName &&
+				((r.isPunct(i+1, "(") && deniedCall(lower)) || strings.HasPrefix(lower, "pg_") || lower == "information_schema") {
+				return nil, unsafeSQL("hand-written SQL may not name %s", name)
 			}
 			if !r.isPunct(i+1, ".") && !seenWords[name] {
 				seenWords[name] = true

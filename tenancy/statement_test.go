@@ -69,6 +69,7 @@ func TestPrepareRefuses(t *testing.T) {
 		`SELECT setval('s', 1)`,
 		`SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'memberships'`,
 		`SELECT relname FROM pg_catalog.pg_class`,
+		`SELECT most_common_vals::text FROM "pg_stats"`,
 		`SELECT table_name FROM information_schema.tables`,
 		// Tenant columns are the handle's to fill, and never change.
 		`UPDATE {memberships} SET workspace_id = @other`,
