@@ -22,44 +22,44 @@ import (
 // A host's own handle on meterbase's tables, as a host could define it:
 // same names, same scope, so DefineTable accepts them.
 var (
-	hostWorkspaces  = tenancy.DefineTable("workspaces", tenancy.WorkspaceScoped)
-	hostMemberships = tenancy.DefineTable("memberships", tenancy.WorkspaceScoped)
+	rlsHostWorkspaces  = tenancy.DefineTable("workspaces", tenancy.WorkspaceScoped)
+	rlsHostMemberships = tenancy.DefineTable("memberships", tenancy.WorkspaceScoped)
 )
 
-// rolePool is a connection as one role, made for one test's database.
-type rolePool struct {
+// rlsRole is a connection as one role, made for one test's database.
+type rlsRole struct {
 	name string
 	pool func(t *testing.T, db *pgtest.DB, configure ...func(*pgxpool.Config)) *pgxpool.Pool
 }
 
 var (
-	asSuperuser = rolePool{"superuser", func(t *testing.T, db *pgtest.DB, configure ...func(*pgxpool.Config)) *pgxpool.Pool {
+	rlsSuperuser = rlsRole{"superuser", func(t *testing.T, db *pgtest.DB, configure ...func(*pgxpool.Config)) *pgxpool.Pool {
 		return db.Connect(t, func(c *pgxpool.Config) {
 			for _, f := range configure {
 				f(c)
 			}
 		})
 	}}
-	asOwner = rolePool{"forced owner", func(t *testing.T, db *pgtest.DB, configure ...func(*pgxpool.Config)) *pgxpool.Pool {
+	rlsOwner = rlsRole{"forced owner", func(t *testing.T, db *pgtest.DB, configure ...func(*pgxpool.Config)) *pgxpool.Pool {
 		return db.OwnerPool(t, configure...)
 	}}
-	asApp = rolePool{"application role", func(t *testing.T, db *pgtest.DB, configure ...func(*pgxpool.Config)) *pgxpool.Pool {
+	rlsApp = rlsRole{"application role", func(t *testing.T, db *pgtest.DB, configure ...func(*pgxpool.Config)) *pgxpool.Pool {
 		return db.AppPool(t, configure...)
 	}}
-	boundRoles = []rolePool{asOwner, asApp}
+	rlsBoundRoles = []rlsRole{rlsOwner, rlsApp}
 )
 
-// noTracer is for raw SQL that leaves out the tenant predicate on purpose.
-func noTracer(c *pgxpool.Config) { c.ConnConfig.Tracer = nil }
+// rlsNoTracer is for raw SQL that leaves out the tenant predicate on purpose.
+func rlsNoTracer(c *pgxpool.Config) { c.ConnConfig.Tracer = nil }
 
-func createUser(t *testing.T, db tenancy.DBTX, email string) tenancy.User {
+func rlsUser(t *testing.T, db tenancy.DBTX, email string) tenancy.User {
 	t.Helper()
 	u, err := tenancy.NewUsers(db).Create(context.Background(), tenancy.NewUser{Email: email})
 	require.NoError(t, err)
 	return u
 }
 
-func handleOf(t *testing.T, db tenancy.DBTX, ws tenancy.WorkspaceID, opts ...tenancy.Option) *tenancy.Tenant {
+func rlsHandle(t *testing.T, db tenancy.DBTX, ws tenancy.WorkspaceID, opts ...tenancy.Option) *tenancy.Tenant {
 	t.Helper()
 	scope, err := tenancy.NewScope(ws)
 	require.NoError(t, err)
@@ -68,9 +68,9 @@ func handleOf(t *testing.T, db tenancy.DBTX, ws tenancy.WorkspaceID, opts ...ten
 	return tn
 }
 
-// inContext runs fn in a transaction of db whose meterbase settings are
+// rlsTx runs fn in a transaction of db whose meterbase settings are
 // settings (name without the "meterbase." prefix), and rolls it back.
-func inContext(t *testing.T, db tenancy.DBTX, settings map[string]string, fn func(tx pgx.Tx)) {
+func rlsTx(t *testing.T, db tenancy.DBTX, settings map[string]string, fn func(tx pgx.Tx)) {
 	t.Helper()
 	ctx := context.Background()
 	tx, err := db.Begin(ctx)
@@ -83,7 +83,7 @@ func inContext(t *testing.T, db tenancy.DBTX, settings map[string]string, fn fun
 	fn(tx)
 }
 
-func sqlState(err error) string {
+func rlsSQLState(err error) string {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		return pgErr.Code
@@ -91,10 +91,10 @@ func sqlState(err error) string {
 	return ""
 }
 
-// tenancyRows renders a workspace's row and memberships and whether each
+// rlsRows renders a workspace's row and memberships and whether each
 // user exists, read as the superuser, to show that a refused change
 // changed nothing.
-func tenancyRows(t *testing.T, raw *pgxpool.Pool, ws tenancy.WorkspaceID, users ...tenancy.UserID) []string {
+func rlsRows(t *testing.T, raw *pgxpool.Pool, ws tenancy.WorkspaceID, users ...tenancy.UserID) []string {
 	t.Helper()
 	rows, err := raw.Query(context.Background(), `
 		SELECT format('workspace %s %s %s', workspace_id, name, updated_at) FROM workspaces WHERE workspace_id = $1
@@ -115,7 +115,7 @@ func tenancyRows(t *testing.T, raw *pgxpool.Pool, ws tenancy.WorkspaceID, users 
 // directory, say) has no tenant of its own.
 func TestLastOwnerUnderForce(t *testing.T) {
 	t.Parallel()
-	for _, role := range boundRoles {
+	for _, role := range rlsBoundRoles {
 		t.Run(role.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
@@ -123,20 +123,20 @@ func TestLastOwnerUnderForce(t *testing.T) {
 			raw := db.RawPool(t)
 			pool := role.pool(t, db)
 			users := tenancy.NewUsers(pool)
-			owner := createUser(t, pool, "owner@example.com")
-			second := createUser(t, pool, "second@example.com")
+			owner := rlsUser(t, pool, "owner@example.com")
+			second := rlsUser(t, pool, "second@example.com")
 			ws, err := tenancy.CreateWorkspace(ctx, pool, "Solo", owner.ID)
 			require.NoError(t, err)
-			tn := handleOf(t, pool, ws.ID)
+			tn := rlsHandle(t, pool, ws.ID)
 			_, err = tn.AddMember(ctx, second.ID, tenancy.RoleMember)
 			require.NoError(t, err)
-			before := tenancyRows(t, raw, ws.ID, owner.ID, second.ID)
+			before := rlsRows(t, raw, ws.ID, owner.ID, second.ID)
 
 			require.ErrorIs(t, users.Delete(ctx, owner.ID), tenancy.ErrLastOwner, "the user's cascade would take the last owner")
 			require.ErrorIs(t, tn.RemoveMember(ctx, owner.ID), tenancy.ErrLastOwner)
 			_, err = tn.SetMemberRole(ctx, owner.ID, tenancy.RoleAdmin)
 			require.ErrorIs(t, err, tenancy.ErrLastOwner)
-			require.Equal(t, before, tenancyRows(t, raw, ws.ID, owner.ID, second.ID), "the refusals changed nothing")
+			require.Equal(t, before, rlsRows(t, raw, ws.ID, owner.ID, second.ID), "the refusals changed nothing")
 
 			// With a second owner the first may go, as a user too.
 			_, err = tn.SetMemberRole(ctx, second.ID, tenancy.RoleOwner)
@@ -153,7 +153,7 @@ func TestLastOwnerUnderForce(t *testing.T) {
 			// Deleting the workspace takes its memberships, the last
 			// owner's included; then its last owner may leave.
 			require.NoError(t, tn.DeleteWorkspace(ctx))
-			require.Empty(t, tenancyRows(t, raw, ws.ID))
+			require.Empty(t, rlsRows(t, raw, ws.ID))
 			require.NoError(t, users.Delete(ctx, second.ID))
 		})
 	}
@@ -163,22 +163,22 @@ func TestLastOwnerUnderForce(t *testing.T) {
 // finds its settings as they were.
 func TestLastOwnerTriggerPutsBackTheSetting(t *testing.T) {
 	t.Parallel()
-	for _, role := range boundRoles {
+	for _, role := range rlsBoundRoles {
 		t.Run(role.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			db := pgtest.NewDB(t)
-			pool := role.pool(t, db, noTracer)
-			a := createUser(t, db.Pool, "a@example.com")
-			b := createUser(t, db.Pool, "b@example.com")
+			pool := role.pool(t, db, rlsNoTracer)
+			a := rlsUser(t, db.Pool, "a@example.com")
+			b := rlsUser(t, db.Pool, "b@example.com")
 			ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Two owners", a.ID)
 			require.NoError(t, err)
-			_, err = handleOf(t, db.Pool, ws.ID).AddMember(ctx, b.ID, tenancy.RoleOwner)
+			_, err = rlsHandle(t, db.Pool, ws.ID).AddMember(ctx, b.ID, tenancy.RoleOwner)
 			require.NoError(t, err)
 			other := tenancy.NewWorkspaceID().String()
 
 			for _, before := range []string{"", other} {
-				inContext(t, pool, map[string]string{"workspace_id": before, "directory": "on"}, func(tx pgx.Tx) {
+				rlsTx(t, pool, map[string]string{"workspace_id": before, "directory": "on"}, func(tx pgx.Tx) {
 					tag, err := tx.Exec(ctx, `DELETE FROM users WHERE user_id = $1`, b.ID) // fires the trigger on b's membership
 					require.NoError(t, err)
 					require.EqualValues(t, 1, tag.RowsAffected())
@@ -197,14 +197,14 @@ func TestLastOwnerTriggerPutsBackTheSetting(t *testing.T) {
 // the same transaction, and a workspace deleted again needs none.
 func TestWorkspaceNeedsAnOwnerAtCommit(t *testing.T) {
 	t.Parallel()
-	for _, role := range []rolePool{asSuperuser, asOwner, asApp} {
+	for _, role := range []rlsRole{rlsSuperuser, rlsOwner, rlsApp} {
 		t.Run(role.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			db := pgtest.NewDB(t)
 			raw := db.RawPool(t)
 			pool := role.pool(t, db)
-			owner := createUser(t, db.Pool, "owner@example.com")
+			owner := rlsUser(t, db.Pool, "owner@example.com")
 			count := func(ws tenancy.WorkspaceID) int {
 				var n int
 				require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM workspaces WHERE workspace_id = $1`, ws).Scan(&n))
@@ -228,43 +228,43 @@ func TestWorkspaceNeedsAnOwnerAtCommit(t *testing.T) {
 			_, err = tx.Exec(ctx, `INSERT INTO workspaces (workspace_id, name) VALUES ($1, 'no owner')`, ws)
 			require.NoError(t, err)
 			err = tx.Commit(ctx)
-			require.Equal(t, "23514", sqlState(err), "%v", err)
+			require.Equal(t, "23514", rlsSQLState(err), "%v", err)
 			require.ErrorContains(t, err, "has no owner")
 			require.Zero(t, count(ws))
 
 			// The host's handle on workspaces: its one-statement
 			// transaction commits with the statement, and fails with it.
 			ws = tenancy.NewWorkspaceID()
-			_, err = handleOf(t, pool, ws).Insert(hostWorkspaces).Columns("name").Values("no owner").Exec(ctx)
+			_, err = rlsHandle(t, pool, ws).Insert(rlsHostWorkspaces).Columns("name").Values("no owner").Exec(ctx)
 			requireNoOwner(err)
 			require.Zero(t, count(ws))
 			// In the host's transaction the commit is where it fails.
 			ws = tenancy.NewWorkspaceID()
 			tx, err = pool.Begin(ctx)
 			require.NoError(t, err)
-			_, err = handleOf(t, tx, ws).Insert(hostWorkspaces).Columns("name").Values("no owner").Exec(ctx)
+			_, err = rlsHandle(t, tx, ws).Insert(rlsHostWorkspaces).Columns("name").Values("no owner").Exec(ctx)
 			require.NoError(t, err)
 			err = tx.Commit(ctx)
-			require.Equal(t, "23514", sqlState(err), "%v", err)
+			require.Equal(t, "23514", rlsSQLState(err), "%v", err)
 			require.Zero(t, count(ws))
 
 			// The owner after the workspace, in one transaction: fine.
 			ws = tenancy.NewWorkspaceID()
-			require.NoError(t, handleOf(t, pool, ws).InTx(ctx, func(tx *tenancy.Tenant) error {
-				if _, err := tx.Insert(hostWorkspaces).Columns("name").Values("owned").Exec(ctx); err != nil {
+			require.NoError(t, rlsHandle(t, pool, ws).InTx(ctx, func(tx *tenancy.Tenant) error {
+				if _, err := tx.Insert(rlsHostWorkspaces).Columns("name").Values("owned").Exec(ctx); err != nil {
 					return err
 				}
-				_, err := tx.Insert(hostMemberships).Columns("user_id", "role").Values(owner.ID, tenancy.RoleOwner).Exec(ctx)
+				_, err := tx.Insert(rlsHostMemberships).Columns("user_id", "role").Values(owner.ID, tenancy.RoleOwner).Exec(ctx)
 				return err
 			}))
 			require.Equal(t, 1, count(ws))
 			// Inserted and deleted again before the commit: nothing to own.
 			ws = tenancy.NewWorkspaceID()
-			require.NoError(t, handleOf(t, pool, ws).InTx(ctx, func(tx *tenancy.Tenant) error {
-				if _, err := tx.Insert(hostWorkspaces).Columns("name").Values("gone").Exec(ctx); err != nil {
+			require.NoError(t, rlsHandle(t, pool, ws).InTx(ctx, func(tx *tenancy.Tenant) error {
+				if _, err := tx.Insert(rlsHostWorkspaces).Columns("name").Values("gone").Exec(ctx); err != nil {
 					return err
 				}
-				_, err := tx.Delete(hostWorkspaces).All().Exec(ctx)
+				_, err := tx.Delete(rlsHostWorkspaces).All().Exec(ctx)
 				return err
 			}))
 			require.Zero(t, count(ws))
@@ -283,7 +283,7 @@ func TestWorkspaceNeedsAnOwnerAtCommit(t *testing.T) {
 			// Checked early (SET CONSTRAINTS ... IMMEDIATE), the check
 			// puts back the tenant setting it found.
 			ws = tenancy.NewWorkspaceID()
-			inContext(t, pool, map[string]string{"workspace_id": ws.String()}, func(tx pgx.Tx) {
+			rlsTx(t, pool, map[string]string{"workspace_id": ws.String()}, func(tx pgx.Tx) {
 				_, err := tx.Exec(ctx, `INSERT INTO workspaces (workspace_id, name) VALUES ($1, 'early')`, ws)
 				require.NoError(t, err)
 				_, err = tx.Exec(ctx, `INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, 'owner')`, ws, owner.ID)
@@ -329,19 +329,19 @@ func TestOwnerCheckFunctionCannotBeBorrowed(t *testing.T) {
 // repository) reads and writes every user; the operator reads every user.
 func TestUsersReachedThroughMemberships(t *testing.T) {
 	t.Parallel()
-	for _, role := range boundRoles {
+	for _, role := range rlsBoundRoles {
 		t.Run(role.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			db := pgtest.NewDB(t)
-			pool := role.pool(t, db, noTracer)
-			a1 := createUser(t, db.Pool, "a1@example.com")
-			a2 := createUser(t, db.Pool, "a2@example.com")
-			b1 := createUser(t, db.Pool, "b1@example.com")
-			outsider := createUser(t, db.Pool, "outsider@example.com")
+			pool := role.pool(t, db, rlsNoTracer)
+			a1 := rlsUser(t, db.Pool, "a1@example.com")
+			a2 := rlsUser(t, db.Pool, "a2@example.com")
+			b1 := rlsUser(t, db.Pool, "b1@example.com")
+			outsider := rlsUser(t, db.Pool, "outsider@example.com")
 			wsA, err := tenancy.CreateWorkspace(ctx, db.Pool, "A", a1.ID)
 			require.NoError(t, err)
-			_, err = handleOf(t, db.Pool, wsA.ID).AddMember(ctx, a2.ID, tenancy.RoleMember)
+			_, err = rlsHandle(t, db.Pool, wsA.ID).AddMember(ctx, a2.ID, tenancy.RoleMember)
 			require.NoError(t, err)
 			_, err = tenancy.CreateWorkspace(ctx, db.Pool, "B", b1.ID)
 			require.NoError(t, err)
@@ -354,20 +354,20 @@ func TestUsersReachedThroughMemberships(t *testing.T) {
 				require.NoError(t, err)
 				return got
 			}
-			inContext(t, pool, tenantA, func(tx pgx.Tx) {
+			rlsTx(t, pool, tenantA, func(tx pgx.Tx) {
 				require.Equal(t, []string{"a1@example.com", "a2@example.com"}, emails(tx, `SELECT email FROM users ORDER BY email`))
 				require.Empty(t, emails(tx, `SELECT email FROM users WHERE user_id = $1 OR email = $2`, b1.ID, outsider.Email))
 			})
 			// The user the context acts as, member or not.
-			inContext(t, pool, map[string]string{"workspace_id": wsA.ID.String(), "user_id": outsider.ID.String()}, func(tx pgx.Tx) {
+			rlsTx(t, pool, map[string]string{"workspace_id": wsA.ID.String(), "user_id": outsider.ID.String()}, func(tx pgx.Tx) {
 				require.Equal(t, []string{"a1@example.com", "a2@example.com", "outsider@example.com"}, emails(tx, `SELECT email FROM users ORDER BY email`))
 			})
 			// No writes, not even to its own members.
-			inContext(t, pool, tenantA, func(tx pgx.Tx) {
+			rlsTx(t, pool, tenantA, func(tx pgx.Tx) {
 				_, err := tx.Exec(ctx, `INSERT INTO users (user_id, email) VALUES (gen_random_uuid(), 'new@example.com')`)
 				require.ErrorContains(t, err, "row-level security")
 			})
-			inContext(t, pool, tenantA, func(tx pgx.Tx) {
+			rlsTx(t, pool, tenantA, func(tx pgx.Tx) {
 				for _, sql := range []string{
 					`UPDATE users SET display_name = 'hijacked'`,
 					`UPDATE users SET email = 'x' || email WHERE user_id = '` + a1.ID.String() + `'`,
@@ -379,7 +379,7 @@ func TestUsersReachedThroughMemberships(t *testing.T) {
 				}
 			})
 			// The operator reads every user, and writes none.
-			inContext(t, pool, map[string]string{"operator": "test: every user"}, func(tx pgx.Tx) {
+			rlsTx(t, pool, map[string]string{"operator": "test: every user"}, func(tx pgx.Tx) {
 				require.Len(t, emails(tx, `SELECT email FROM users`), 4)
 				tag, err := tx.Exec(ctx, `UPDATE users SET display_name = 'hijacked'`)
 				require.NoError(t, err)
@@ -389,7 +389,7 @@ func TestUsersReachedThroughMemberships(t *testing.T) {
 			// The tenant handle lists its members with their emails, and
 			// adds a user it cannot see (the foreign key's check passes row
 			// security by), who then becomes visible to it.
-			tn := handleOf(t, pool, wsA.ID)
+			tn := rlsHandle(t, pool, wsA.ID)
 			list, err := tn.ListMembers(ctx, tenancy.Page{})
 			require.NoError(t, err)
 			require.Len(t, list.Members, 2)
@@ -411,7 +411,7 @@ func TestUsersReachedThroughMemberships(t *testing.T) {
 // each call.
 func TestUsersRepositoryIsTheDirectory(t *testing.T) {
 	t.Parallel()
-	for _, role := range boundRoles {
+	for _, role := range rlsBoundRoles {
 		t.Run(role.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
@@ -439,11 +439,11 @@ func TestUsersRepositoryIsTheDirectory(t *testing.T) {
 			// In the host's transaction, with another tenant's context: the
 			// directory finds the user; the host's next statement is back
 			// in the tenant's context, and a value set before is put back.
-			other := createUser(t, db.Pool, "other@example.com")
+			other := rlsUser(t, db.Pool, "other@example.com")
 			ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Other's", other.ID)
 			require.NoError(t, err)
 			for _, before := range []string{"", "set by the host"} {
-				inContext(t, pool, map[string]string{"workspace_id": ws.ID.String(), "directory": before}, func(tx pgx.Tx) {
+				rlsTx(t, pool, map[string]string{"workspace_id": ws.ID.String(), "directory": before}, func(tx pgx.Tx) {
 					got, err := tenancy.NewUsers(tx).ByEmail(ctx, "ada@example.com")
 					require.NoError(t, err)
 					require.Equal(t, u.ID, got.ID)

@@ -99,7 +99,7 @@ func TestCheckRowLevelSecurity(t *testing.T) {
 		}},
 	} {
 		role := pgtest.AppRole() + "_probe"
-		inContext(t, db.Pool, nil, func(tx pgx.Tx) {
+		rlsTx(t, db.Pool, nil, func(tx pgx.Tx) {
 			_, err := tx.Exec(ctx, strings.Replace(tc.create, "%s", pgx.Identifier{role}.Sanitize(), 1)+`; SET LOCAL ROLE `+pgx.Identifier{role}.Sanitize())
 			require.NoError(t, err)
 			r, err := tenancy.CheckRowLevelSecurity(ctx, tx)
@@ -140,15 +140,15 @@ func TestWithoutRowLevelSecurityOnABoundRoleFails(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
-	owner := createUser(t, db.Pool, "owner@example.com")
+	owner := rlsUser(t, db.Pool, "owner@example.com")
 	ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Acme", owner.ID)
 	require.NoError(t, err)
 
-	for _, role := range []rolePool{asSuperuser, asOwner, asApp} {
+	for _, role := range []rlsRole{rlsSuperuser, rlsOwner, rlsApp} {
 		pool := role.pool(t, db)
-		bare := handleOf(t, pool, ws.ID, tenancy.WithoutRowLevelSecurity())
+		bare := rlsHandle(t, pool, ws.ID, tenancy.WithoutRowLevelSecurity())
 		calls := map[string]error{}
-		rows, err := bare.Select(hostWorkspaces, "name").Where("true").Query(ctx)
+		rows, err := bare.Select(rlsHostWorkspaces, "name").Where("true").Query(ctx)
 		if err == nil {
 			var names []string
 			names, err = pgx.CollectRows(rows, pgx.RowTo[string])
@@ -163,10 +163,10 @@ func TestWithoutRowLevelSecurityOnABoundRoleFails(t *testing.T) {
 		_, calls["RenameWorkspace"] = bare.RenameWorkspace(ctx, "Acme")
 		calls["InTx"] = bare.InTx(ctx, func(tx *tenancy.Tenant) error {
 			var n int
-			return tx.Select(hostMemberships, "count(*)").Where("true").QueryRow(ctx).Scan(&n)
+			return tx.Select(rlsHostMemberships, "count(*)").Where("true").QueryRow(ctx).Scan(&n)
 		})
 		for call, err := range calls {
-			if role.name == asSuperuser.name {
+			if role.name == rlsSuperuser.name {
 				require.NoError(t, err, "%s as %s", call, role.name)
 				continue
 			}
@@ -175,7 +175,7 @@ func TestWithoutRowLevelSecurityOnABoundRoleFails(t *testing.T) {
 		}
 
 		// The default handle sets the context with every statement.
-		got, err := handleOf(t, pool, ws.ID).Workspace(ctx)
+		got, err := rlsHandle(t, pool, ws.ID).Workspace(ctx)
 		require.NoError(t, err, role.name)
 		require.Equal(t, ws.ID, got.ID)
 	}
@@ -189,14 +189,14 @@ func TestWithoutRowLevelSecurityOnABoundRoleFails(t *testing.T) {
 // and never meets the error.
 func TestRawSQLWithoutContextFails(t *testing.T) {
 	t.Parallel()
-	for _, role := range boundRoles {
+	for _, role := range rlsBoundRoles {
 		t.Run(role.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			db := pgtest.NewDB(t)
-			pool := role.pool(t, db, noTracer)
+			pool := role.pool(t, db, rlsNoTracer)
 			user := pgtest.AppRole()
-			if role.name == asOwner.name {
+			if role.name == rlsOwner.name {
 				user = pgtest.OwnerRole()
 			}
 			statements := []string{
@@ -209,7 +209,7 @@ func TestRawSQLWithoutContextFails(t *testing.T) {
 			}
 			check := func(when string, settings map[string]string) {
 				for _, sql := range statements {
-					inContext(t, pool, settings, func(tx pgx.Tx) {
+					rlsTx(t, pool, settings, func(tx pgx.Tx) {
 						_, err := tx.Exec(ctx, sql)
 						var pgErr *pgconn.PgError
 						require.ErrorAs(t, err, &pgErr, "%s: %s", when, sql)
@@ -221,7 +221,7 @@ func TestRawSQLWithoutContextFails(t *testing.T) {
 				}
 			}
 			check("empty tables", nil)
-			owner := createUser(t, db.Pool, "owner@example.com")
+			owner := rlsUser(t, db.Pool, "owner@example.com")
 			ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Acme", owner.ID)
 			require.NoError(t, err)
 			check("with rows", nil)
@@ -233,18 +233,18 @@ func TestRawSQLWithoutContextFails(t *testing.T) {
 				require.NoError(t, tx.QueryRow(ctx, sql).Scan(&n), sql)
 				return n
 			}
-			inContext(t, pool, map[string]string{"operator": "test"}, func(tx pgx.Tx) {
+			rlsTx(t, pool, map[string]string{"operator": "test"}, func(tx pgx.Tx) {
 				require.Equal(t, 1, count(tx, `SELECT count(*) FROM workspaces`))
 				require.Equal(t, 1, count(tx, `SELECT count(*) FROM memberships`))
 				require.Equal(t, 1, count(tx, `SELECT count(*) FROM users`))
 				require.Zero(t, count(tx, `WITH d AS (DELETE FROM workspaces RETURNING 1) SELECT count(*) FROM d`))
 			})
-			inContext(t, pool, map[string]string{"directory": "on"}, func(tx pgx.Tx) {
+			rlsTx(t, pool, map[string]string{"directory": "on"}, func(tx pgx.Tx) {
 				require.Equal(t, 1, count(tx, `SELECT count(*) FROM users`))
 				require.Zero(t, count(tx, `SELECT count(*) FROM workspaces`))
 				require.Zero(t, count(tx, `SELECT count(*) FROM memberships`))
 			})
-			inContext(t, pool, map[string]string{"workspace_id": ws.ID.String()}, func(tx pgx.Tx) {
+			rlsTx(t, pool, map[string]string{"workspace_id": ws.ID.String()}, func(tx pgx.Tx) {
 				require.Equal(t, 1, count(tx, `SELECT count(*) FROM workspaces`))
 			})
 		})
@@ -257,12 +257,12 @@ func TestRawSQLWithoutContextFails(t *testing.T) {
 // conditions, and users reaches memberships through its primary key.
 func TestPoliciesUseTheTenantIndexes(t *testing.T) {
 	t.Parallel()
-	for _, role := range boundRoles {
+	for _, role := range rlsBoundRoles {
 		t.Run(role.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			db := pgtest.NewDB(t)
-			pool := role.pool(t, db, noTracer)
+			pool := role.pool(t, db, rlsNoTracer)
 			ws := tenancy.NewWorkspaceID().String()
 			plan := func(tx pgx.Tx, sql string) string {
 				rows, err := tx.Query(ctx, `EXPLAIN (COSTS OFF) `+sql)
@@ -271,7 +271,7 @@ func TestPoliciesUseTheTenantIndexes(t *testing.T) {
 				require.NoError(t, err)
 				return strings.Join(lines, "\n")
 			}
-			inContext(t, pool, map[string]string{"workspace_id": ws}, func(tx pgx.Tx) {
+			rlsTx(t, pool, map[string]string{"workspace_id": ws}, func(tx pgx.Tx) {
 				// The tables are tiny: ask whether an index can serve, not
 				// whether the planner would rather scan.
 				_, err := tx.Exec(ctx, `SET LOCAL enable_seqscan = off`)
