@@ -12,6 +12,7 @@ import (
 	"testing/fstest"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -104,6 +105,98 @@ var upgradeFixtures = map[uint]upgradeFixture{
 			}
 			return nil
 		}},
+	5: {fill: `
+		INSERT INTO users (user_id, email) VALUES ('00000000-0000-4000-8000-000000000007', 'forced@example.com');
+		-- The owner may come after the workspace: the owner check waits
+		-- for the commit.
+		INSERT INTO workspaces (workspace_id, name) VALUES ('00000000-0000-4000-9000-000000000006', 'under force');
+		INSERT INTO memberships (workspace_id, user_id, role) VALUES
+		    ('00000000-0000-4000-9000-000000000006', '00000000-0000-4000-8000-000000000007', 'owner'),
+		    ('00000000-0000-4000-9000-000000000006', '00000000-0000-4000-8000-000000000006', 'member');
+		-- A workspace deleted again before the commit needs no owner.
+		INSERT INTO workspaces (workspace_id, name) VALUES ('00000000-0000-4000-9000-000000000007', 'gone before commit');
+		DELETE FROM workspaces WHERE workspace_id = '00000000-0000-4000-9000-000000000007';`,
+		check: checkVersion5},
+}
+
+// checkVersion5 runs on the rows of versions 1 to 4: nothing existing is
+// refused or hidden from the tenant it belongs to (the ownerless workspace
+// of version 1 included), users is now reached through memberships, and a
+// bound role without any context gets MB001 rather than no rows.
+func checkVersion5(ctx context.Context, pool *pgxpool.Pool) error {
+	var unforced []string
+	rows, err := pool.Query(ctx, `
+		SELECT c.relname::text FROM pg_class c
+		 WHERE c.oid IN ('users'::regclass, 'workspaces'::regclass, 'memberships'::regclass)
+		   AND NOT (c.relrowsecurity AND c.relforcerowsecurity) ORDER BY 1`)
+	if err != nil {
+		return err
+	}
+	if unforced, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return err
+	}
+	if len(unforced) > 0 {
+		return fmt.Errorf("row security is not enabled and forced on %v", unforced)
+	}
+
+	// as runs sql as a fresh role that neither owns the tables nor
+	// bypasses row security, with the given settings, and rolls back.
+	as := func(settings map[string]string, sql string, dest ...any) error {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck // the probe role goes with it
+		var schema string
+		if err := tx.QueryRow(ctx, `SELECT quote_ident(current_schema())`).Scan(&schema); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE ROLE upgrade_probe_v5 NOLOGIN NOBYPASSRLS;
+			GRANT USAGE ON SCHEMA `+schema+` TO upgrade_probe_v5;
+			GRANT SELECT, UPDATE ON users, workspaces, memberships TO upgrade_probe_v5;
+			SET LOCAL ROLE upgrade_probe_v5`); err != nil {
+			return err
+		}
+		for name, value := range settings {
+			if _, err := tx.Exec(ctx, `SELECT set_config($1, $2, true)`, name, value); err != nil {
+				return err
+			}
+		}
+		return tx.QueryRow(ctx, sql).Scan(dest...)
+	}
+	const ws1, ownerless = "00000000-0000-4000-9000-000000000001", "00000000-0000-4000-9000-000000000003"
+
+	var emails []string
+	if err := as(map[string]string{"meterbase.workspace_id": ws1}, `SELECT array_agg(email ORDER BY email) FROM users`, &emails); err != nil {
+		return fmt.Errorf("a tenant reads its members: %w", err)
+	}
+	if want := []string{"ada@example.com", "grace@example.com", "zoë+tag@exämple.org"}; !slices.Equal(emails, want) {
+		return fmt.Errorf("tenant 1 reads users %v, want its members %v", emails, want)
+	}
+	var all int
+	if err := as(map[string]string{"meterbase.operator": "upgrade check"}, `SELECT count(*) FROM users`, &all); err != nil {
+		return fmt.Errorf("the operator reads every user: %w", err)
+	}
+	if all != 6 {
+		return fmt.Errorf("the operator reads %d users, want all 6", all)
+	}
+	// Rows that older versions allowed stay usable: the workspace that lost
+	// its owner before 0003 is still its tenant's, and may be renamed (the
+	// owner check is for new workspaces only).
+	var renamed int
+	if err := as(map[string]string{"meterbase.workspace_id": ownerless},
+		`WITH r AS (UPDATE workspaces SET name = name || '.' RETURNING 1) SELECT count(*) FROM r`, &renamed); err != nil {
+		return fmt.Errorf("rename the ownerless workspace: %w", err)
+	}
+	if renamed != 1 {
+		return fmt.Errorf("its tenant renamed %d ownerless workspace(s), want 1", renamed)
+	}
+	var n int
+	err = as(nil, `SELECT count(*) FROM workspaces`, &n)
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "MB001" {
+		return fmt.Errorf("a bound role without context: got %v (%d rows), want SQLSTATE MB001", err, n)
+	}
+	return nil
 }
 
 // TestUpgradeKeepsData runs checkUpgrade for every embedded migration.

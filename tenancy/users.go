@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/meterbase/meterbase/internal/pg"
 )
@@ -29,7 +30,11 @@ type NewUser struct {
 	DisplayName string // optional, at most 200 characters
 }
 
-// Users is the repository of users.
+// Users is the repository of users: the global directory that sign-up and
+// sign-in need, outside any tenant. Row-level security lets a tenant
+// context read only its own members; this repository's statements are
+// admitted by a setting of their own, meterbase.directory, which each of
+// them sets transaction-locally in the same round trip.
 type Users struct{ db DBTX }
 
 // NewUsers returns the users repository over db.
@@ -44,6 +49,64 @@ func (r *Users) checkDB() error {
 }
 
 const userColumns = "user_id, email, display_name, created_at"
+
+// settingDirectory admits the directory's statements to users (the policy
+// users_directory, migration 0005). Like the tenant's settings, it is
+// transaction-local: in the implicit transaction of a batch it ends with
+// the statement; in a host's transaction the batch puts back the value it
+// found (in a slot of its own, so that it never meets the tenant handle's).
+const settingDirectory = "meterbase.directory"
+
+const (
+	openDirectorySQL        = `SELECT set_config('` + settingDirectory + `', 'on', true)`
+	saveAndOpenDirectorySQL = `SELECT set_config('meterbase.saved_directory', coalesce(current_setting('` + settingDirectory + `', true), ''), true), ` +
+		`set_config('` + settingDirectory + `', 'on', true)`
+	restoreDirectorySQL = `SELECT set_config('` + settingDirectory + `', current_setting('meterbase.saved_directory'), true)`
+)
+
+// send sends sql with the directory's setting around it, in one round trip,
+// and returns the results from the statement's on.
+func (r *Users) send(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
+	b := &pgx.Batch{}
+	hostTx := inHostTx(r.db)
+	if hostTx {
+		b.Queue(saveAndOpenDirectorySQL)
+	} else {
+		b.Queue(openDirectorySQL)
+	}
+	b.Queue(sql, args...)
+	if hostTx {
+		b.Queue(restoreDirectorySQL)
+	}
+	br := r.db.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	return br, nil
+}
+
+// queryRow runs a one-row statement in the directory.
+func (r *Users) queryRow(ctx context.Context, sql string, args []any) pgx.Row {
+	br, err := r.send(ctx, sql, args)
+	if err != nil {
+		return errRow{err}
+	}
+	return &batchRow{br: br}
+}
+
+// exec runs a statement in the directory.
+func (r *Users) exec(ctx context.Context, sql string, args []any) (pgconn.CommandTag, error) {
+	br, err := r.send(ctx, sql, args)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return tag, err
+}
 
 func scanUser(row pgx.Row) (User, error) {
 	var u User
@@ -88,7 +151,7 @@ func (r *Users) Create(ctx context.Context, in NewUser) (User, error) {
 	if err != nil {
 		return User{}, err
 	}
-	u, err := scanUser(r.db.QueryRow(ctx, sql, args...))
+	u, err := scanUser(r.queryRow(ctx, sql, args))
 	if err != nil {
 		if err = mapError(err); errors.Is(err, ErrUniqueViolation) {
 			return User{}, fmt.Errorf("%w: %s", ErrEmailTaken, email)
@@ -124,7 +187,7 @@ func (r *Users) get(ctx context.Context, column string, value any) (User, error)
 	if err != nil {
 		return User{}, err
 	}
-	u, err := scanUser(r.db.QueryRow(ctx, sql, args...))
+	u, err := scanUser(r.queryRow(ctx, sql, args))
 	if err = mapError(err); errors.Is(err, ErrNotFound) {
 		return User{}, ErrNotFound
 	}
@@ -149,7 +212,7 @@ func (r *Users) Delete(ctx context.Context, id UserID) error {
 	if err != nil {
 		return err
 	}
-	tag, err := r.db.Exec(ctx, sql, args...)
+	tag, err := r.exec(ctx, sql, args)
 	if err != nil {
 		return mapMembershipError(err, "delete user")
 	}

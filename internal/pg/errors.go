@@ -18,6 +18,10 @@ var (
 	ErrNotNullViolation    = errors.New("not null violation")
 	ErrSerialization       = errors.New("serialization failure")
 	ErrLockNotAvailable    = errors.New("lock not available")
+	// ErrNoTenantContext: row-level security binds the connection's role
+	// and the statement's transaction set no meterbase context at all, so
+	// the policies refused to answer rather than return nothing.
+	ErrNoTenantContext = errors.New("no tenant context")
 )
 
 // ConstraintError is a failed constraint, named so that a caller can tell
@@ -49,6 +53,9 @@ const (
 	codeSerializationFailure = "40001"
 	codeDeadlockDetected     = "40P01"
 	codeLockNotAvailable     = "55P03"
+	// meterbase's own, raised by its row-level security policies
+	// (migrations/sql/0005_force_row_level_security.up.sql).
+	codeNoTenantContext = "MB001"
 )
 
 // MapError translates pgx.ErrNoRows and the Postgres error codes the library
@@ -60,7 +67,7 @@ func MapError(err error) error {
 		return nil
 	}
 	var ce *ConstraintError
-	if errors.As(err, &ce) || errors.Is(err, ErrNoRows) || errors.Is(err, ErrSerialization) || errors.Is(err, ErrLockNotAvailable) {
+	if errors.As(err, &ce) || errors.Is(err, ErrNoRows) || errors.Is(err, ErrSerialization) || errors.Is(err, ErrLockNotAvailable) || errors.Is(err, ErrNoTenantContext) {
 		return err
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -89,6 +96,8 @@ func MapError(err error) error {
 		return fmt.Errorf("%w: %w", ErrSerialization, err)
 	case codeLockNotAvailable:
 		return fmt.Errorf("%w: %w", ErrLockNotAvailable, err)
+	case codeNoTenantContext:
+		return fmt.Errorf("%w: %w", ErrNoTenantContext, err)
 	}
 	return err
 }

@@ -6,8 +6,11 @@
 //
 // Migrated databases are cloned from a template that this test process
 // migrates once, named after a hash of the migration files, so a test pays
-// for a CREATE DATABASE, not for the migrations. Every package that uses
-// pgtest runs its tests through Main, which drops what the process created.
+// for a CREATE DATABASE, not for the migrations. As in production, the
+// template is owned and migrated by a role that is no superuser
+// (OwnerRole), so that its tables belong to a role row-level security can
+// bind. Every package that uses pgtest runs its tests through Main, which
+// drops what the process created.
 package pgtest
 
 import (
@@ -52,6 +55,9 @@ var (
 
 	roleOnce sync.Once
 	roleErr  error
+
+	ownerOnce sync.Once
+	ownerErr  error
 )
 
 // Main runs the package's tests, then drops every database and role the
@@ -106,7 +112,9 @@ func requireServer(tb testing.TB) {
 // DB is a database owned by one test; it is dropped when the test ends.
 type DB struct {
 	Name string
-	// Pool connects as the server's admin role, which owns the schema.
+	// Pool connects as the server's admin role, a superuser, whom
+	// row-level security never binds: for a test's setup and assertions.
+	// (NewDB's tables belong to OwnerRole; OwnerPool connects as it.)
 	Pool *pgxpool.Pool
 	// Config is the Pool's configuration, for connecting again differently.
 	Config *pgxpool.Config
@@ -122,7 +130,7 @@ func NewDB(tb testing.TB) *DB {
 	if templateErr != nil {
 		tb.Fatalf("pgtest: build template: %v", templateErr)
 	}
-	db := createDB(tb, "TEMPLATE "+quote(templateName))
+	db := createDB(tb, "TEMPLATE "+quote(templateName)+" OWNER "+quote(OwnerRole()))
 	// Every pool of a migrated database checks that what the library sends
 	// stays within a tenant. The tracer's table list is read through a pool
 	// without it.
@@ -182,6 +190,39 @@ func (db *DB) Connect(tb testing.TB, configure func(*pgxpool.Config)) *pgxpool.P
 func (db *DB) RawPool(tb testing.TB) *pgxpool.Pool {
 	tb.Helper()
 	return db.Connect(tb, func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = nil })
+}
+
+// OwnerRole is the role that owns NewDB's databases and every table in
+// them, and ran their migrations: a host's migration role, or the one role
+// of a host that connects its service as the owner. It is no superuser and
+// does not bypass row-level security, so FORCE ROW LEVEL SECURITY binds it.
+func OwnerRole() string { return prefix + "owner" }
+
+// ensureOwnerRole creates OwnerRole once per process.
+func ensureOwnerRole() error {
+	ownerOnce.Do(func() {
+		_, ownerErr = admin.Exec(context.Background(), fmt.Sprintf(
+			"CREATE ROLE %s LOGIN PASSWORD %s NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS",
+			quote(OwnerRole()), quoteLiteral(OwnerRole())))
+	})
+	return ownerErr
+}
+
+// OwnerPool connects to the database as OwnerRole, through the tenant
+// tracer like every pool of NewDB's. configure, if any, changes the pool
+// further.
+func (db *DB) OwnerPool(tb testing.TB, configure ...func(*pgxpool.Config)) *pgxpool.Pool {
+	tb.Helper()
+	if err := ensureOwnerRole(); err != nil {
+		tb.Fatalf("pgtest: create owner role: %v", err)
+	}
+	return db.Connect(tb, func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.User = OwnerRole()
+		cfg.ConnConfig.Password = OwnerRole()
+		for _, c := range configure {
+			c(cfg)
+		}
+	})
 }
 
 // AppRole is the role AppPool connects as: it may log in and read and write
@@ -244,7 +285,12 @@ func buildTemplate() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	name := prefix + "tpl_" + MigrationsHash()
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+quote(name)+" TEMPLATE template0"); err != nil {
+	if err := ensureOwnerRole(); err != nil {
+		return "", err
+	}
+	// The database's owner may create in its public schema (which belongs
+	// to pg_database_owner from PostgreSQL 15, and is open to all before).
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+quote(name)+" OWNER "+quote(OwnerRole())+" TEMPLATE template0"); err != nil {
 		return "", err
 	}
 	cfg, err := pgxpool.ParseConfig(server.URL)
@@ -252,6 +298,8 @@ func buildTemplate() (string, error) {
 		return "", err
 	}
 	cfg.ConnConfig.Database = name
+	cfg.ConnConfig.User = OwnerRole()
+	cfg.ConnConfig.Password = OwnerRole()
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return "", err
@@ -345,8 +393,12 @@ func teardown() error {
 			errs = append(errs, err.Error())
 		}
 	}
-	if _, err := admin.Exec(ctx, "DROP ROLE IF EXISTS "+quote(AppRole())); err != nil {
-		errs = append(errs, err.Error())
+	// The databases, and everything the roles owned or were granted in
+	// them, are gone: the roles can go too.
+	for _, role := range []string{AppRole(), OwnerRole()} {
+		if _, err := admin.Exec(ctx, "DROP ROLE IF EXISTS "+quote(role)); err != nil {
+			errs = append(errs, err.Error())
+		}
 	}
 	admin.Close()
 	if err := server.Close(ctx); err != nil {
