@@ -125,34 +125,34 @@ func TestLastOwnerUnderForce(t *testing.T) {
 			users := tenancy.NewUsers(pool)
 			owner := rlsUser(t, pool, "owner@example.com")
 			second := rlsUser(t, pool, "second@example.com")
-			ws, err := tenancy.CreateWorkspace(ctx, pool, "Solo", owner.ID)
+			ws, err := workspaces.Create(ctx, pool, tenancy.CreateWorkspaceParams{Name: "Solo", Owner: owner.ID})
 			require.NoError(t, err)
 			tn := rlsHandle(t, pool, ws.ID)
-			_, err = tn.AddMember(ctx, second.ID, tenancy.RoleMember)
+			_, err = members.Add(ctx, tn, tenancy.AddMemberParams{User: second.ID, Role: tenancy.RoleMember})
 			require.NoError(t, err)
 			before := rlsRows(t, raw, ws.ID, owner.ID, second.ID)
 
 			require.ErrorIs(t, users.Delete(ctx, owner.ID), tenancy.ErrLastOwner, "the user's cascade would take the last owner")
-			require.ErrorIs(t, tn.RemoveMember(ctx, owner.ID), tenancy.ErrLastOwner)
-			_, err = tn.SetMemberRole(ctx, owner.ID, tenancy.RoleAdmin)
+			require.ErrorIs(t, members.Remove(ctx, tn, owner.ID), tenancy.ErrLastOwner)
+			_, err = members.SetRole(ctx, tn, tenancy.SetRoleParams{User: owner.ID, Role: tenancy.RoleAdmin})
 			require.ErrorIs(t, err, tenancy.ErrLastOwner)
 			require.Equal(t, before, rlsRows(t, raw, ws.ID, owner.ID, second.ID), "the refusals changed nothing")
 
 			// With a second owner the first may go, as a user too.
-			_, err = tn.SetMemberRole(ctx, second.ID, tenancy.RoleOwner)
+			_, err = members.SetRole(ctx, tn, tenancy.SetRoleParams{User: second.ID, Role: tenancy.RoleOwner})
 			require.NoError(t, err)
 			require.NoError(t, users.Delete(ctx, owner.ID))
 			_, err = users.ByID(ctx, owner.ID)
 			require.ErrorIs(t, err, tenancy.ErrNotFound)
-			list, err := tn.ListMembers(ctx, tenancy.Page{})
+			list, err := members.List(ctx, tn, tenancy.ListMembersParams{Page: tenancy.Page{}})
 			require.NoError(t, err)
-			require.Len(t, list.Members, 1)
-			require.Equal(t, second.ID, list.Members[0].UserID)
+			require.Len(t, list.Items, 1)
+			require.Equal(t, second.ID, list.Items[0].UserID)
 			require.ErrorIs(t, users.Delete(ctx, second.ID), tenancy.ErrLastOwner)
 
 			// Deleting the workspace takes its memberships, the last
 			// owner's included; then its last owner may leave.
-			require.NoError(t, tn.DeleteWorkspace(ctx))
+			require.NoError(t, workspaces.Delete(ctx, tn))
 			require.Empty(t, rlsRows(t, raw, ws.ID))
 			require.NoError(t, users.Delete(ctx, second.ID))
 		})
@@ -171,9 +171,9 @@ func TestLastOwnerTriggerPutsBackTheSetting(t *testing.T) {
 			pool := role.pool(t, db, rlsNoTracer)
 			a := rlsUser(t, db.Pool, "a@example.com")
 			b := rlsUser(t, db.Pool, "b@example.com")
-			ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Two owners", a.ID)
+			ws, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Two owners", Owner: a.ID})
 			require.NoError(t, err)
-			_, err = rlsHandle(t, db.Pool, ws.ID).AddMember(ctx, b.ID, tenancy.RoleOwner)
+			_, err = members.Add(ctx, rlsHandle(t, db.Pool, ws.ID), tenancy.AddMemberParams{User: b.ID, Role: tenancy.RoleOwner})
 			require.NoError(t, err)
 			other := tenancy.NewWorkspaceID().String()
 
@@ -270,12 +270,12 @@ func TestWorkspaceNeedsAnOwnerAtCommit(t *testing.T) {
 			require.Zero(t, count(ws))
 
 			// The library's own way, on the pool and in a host transaction.
-			created, err := tenancy.CreateWorkspace(ctx, pool, "Acme", owner.ID)
+			created, err := workspaces.Create(ctx, pool, tenancy.CreateWorkspaceParams{Name: "Acme", Owner: owner.ID})
 			require.NoError(t, err)
 			require.Equal(t, 1, count(created.ID))
 			tx, err = pool.Begin(ctx)
 			require.NoError(t, err)
-			created, err = tenancy.CreateWorkspace(ctx, tx, "Globex", owner.ID)
+			created, err = workspaces.Create(ctx, tx, tenancy.CreateWorkspaceParams{Name: "Globex", Owner: owner.ID})
 			require.NoError(t, err)
 			require.NoError(t, tx.Commit(ctx))
 			require.Equal(t, 1, count(created.ID))
@@ -339,11 +339,11 @@ func TestUsersReachedThroughMemberships(t *testing.T) {
 			a2 := rlsUser(t, db.Pool, "a2@example.com")
 			b1 := rlsUser(t, db.Pool, "b1@example.com")
 			outsider := rlsUser(t, db.Pool, "outsider@example.com")
-			wsA, err := tenancy.CreateWorkspace(ctx, db.Pool, "A", a1.ID)
+			wsA, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "A", Owner: a1.ID})
 			require.NoError(t, err)
-			_, err = rlsHandle(t, db.Pool, wsA.ID).AddMember(ctx, a2.ID, tenancy.RoleMember)
+			_, err = members.Add(ctx, rlsHandle(t, db.Pool, wsA.ID), tenancy.AddMemberParams{User: a2.ID, Role: tenancy.RoleMember})
 			require.NoError(t, err)
-			_, err = tenancy.CreateWorkspace(ctx, db.Pool, "B", b1.ID)
+			_, err = workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "B", Owner: b1.ID})
 			require.NoError(t, err)
 			tenantA := map[string]string{"workspace_id": wsA.ID.String()}
 
@@ -390,15 +390,15 @@ func TestUsersReachedThroughMemberships(t *testing.T) {
 			// adds a user it cannot see (the foreign key's check passes row
 			// security by), who then becomes visible to it.
 			tn := rlsHandle(t, pool, wsA.ID)
-			list, err := tn.ListMembers(ctx, tenancy.Page{})
+			list, err := members.List(ctx, tn, tenancy.ListMembersParams{Page: tenancy.Page{}})
 			require.NoError(t, err)
-			require.Len(t, list.Members, 2)
-			for _, m := range list.Members {
+			require.Len(t, list.Items, 2)
+			for _, m := range list.Items {
 				require.NotEmpty(t, m.Email)
 			}
-			_, err = tn.AddMember(ctx, outsider.ID, tenancy.RoleMember)
+			_, err = members.Add(ctx, tn, tenancy.AddMemberParams{User: outsider.ID, Role: tenancy.RoleMember})
 			require.NoError(t, err)
-			member, err := tn.Member(ctx, outsider.ID)
+			member, err := members.Get(ctx, tn, outsider.ID)
 			require.NoError(t, err)
 			require.Equal(t, "outsider@example.com", member.Email)
 		})
@@ -440,7 +440,7 @@ func TestUsersRepositoryIsTheDirectory(t *testing.T) {
 			// directory finds the user; the host's next statement is back
 			// in the tenant's context, and a value set before is put back.
 			other := rlsUser(t, db.Pool, "other@example.com")
-			ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Other's", other.ID)
+			ws, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Other's", Owner: other.ID})
 			require.NoError(t, err)
 			for _, before := range []string{"", "set by the host"} {
 				rlsTx(t, pool, map[string]string{"workspace_id": ws.ID.String(), "directory": before}, func(tx pgx.Tx) {

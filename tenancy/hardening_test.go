@@ -45,9 +45,7 @@ func TestInTxUndoneWhenContextEndsInHostTransaction(t *testing.T) {
 	})
 	require.ErrorIs(t, err, context.Canceled)
 
-	var visible int
-	require.NoError(t, host.QueryRow(bg, `SELECT count(*) FROM memberships`).Scan(&visible))
-	require.Zero(t, visible, "the tenant's context outlived the call")
+	requireNothingVisible(t, host, "memberships")
 	require.NoError(t, host.Commit(bg))
 	var name string
 	require.NoError(t, raw.QueryRow(bg, `SELECT name FROM workspaces WHERE workspace_id = $1`, w.ws[0]).Scan(&name))
@@ -64,8 +62,7 @@ func TestInTxUndoneWhenContextEndsInHostTransaction(t *testing.T) {
 		cancel()
 		return err
 	})
-	require.NoError(t, host.QueryRow(bg, `SELECT count(*) FROM memberships`).Scan(&visible))
-	require.Zero(t, visible)
+	requireNothingVisible(t, host, "memberships")
 	require.NoError(t, host.Commit(bg))
 	require.NoError(t, raw.QueryRow(bg, `SELECT name FROM workspaces WHERE workspace_id = $1`, w.ws[0]).Scan(&name))
 	if err != nil {
@@ -192,9 +189,7 @@ func TestOperatorContextEndsInHostTransaction(t *testing.T) {
 	cancel()
 	_, err = op.ListWorkspaces(ctx, tenancy.Page{})
 	require.ErrorIs(t, err, context.Canceled)
-	var visible int
-	require.NoError(t, host.QueryRow(bg, `SELECT count(*) FROM workspaces`).Scan(&visible))
-	require.Zero(t, visible)
+	requireNothingVisible(t, host, "workspaces")
 }
 
 // Zero values and typed nils are typed errors, never panics.

@@ -141,7 +141,7 @@ func TestWithoutRowLevelSecurityOnABoundRoleFails(t *testing.T) {
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
 	owner := rlsUser(t, db.Pool, "owner@example.com")
-	ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Acme", owner.ID)
+	ws, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Acme", Owner: owner.ID})
 	require.NoError(t, err)
 
 	for _, role := range []rlsRole{rlsSuperuser, rlsOwner, rlsApp} {
@@ -157,10 +157,10 @@ func TestWithoutRowLevelSecurityOnABoundRoleFails(t *testing.T) {
 			}
 		}
 		calls["Select.Query"] = err
-		_, calls["Workspace"] = bare.Workspace(ctx)
-		_, calls["ListMembers"] = bare.ListMembers(ctx, tenancy.Page{})
-		_, calls["Authorize"] = bare.Authorize(ctx, owner.ID, tenancy.RoleOwner)
-		_, calls["RenameWorkspace"] = bare.RenameWorkspace(ctx, "Acme")
+		_, calls["Workspace"] = workspaces.Get(ctx, bare)
+		_, calls["ListMembers"] = members.List(ctx, bare, tenancy.ListMembersParams{Page: tenancy.Page{}})
+		_, calls["Authorize"] = members.Authorize(ctx, bare, tenancy.AuthorizeParams{User: owner.ID, MinRole: tenancy.RoleOwner})
+		_, calls["RenameWorkspace"] = workspaces.Rename(ctx, bare, tenancy.RenameWorkspaceParams{Name: "Acme"})
 		calls["InTx"] = bare.InTx(ctx, func(tx *tenancy.Tenant) error {
 			var n int
 			return tx.Select(rlsHostMemberships, "count(*)").Where("true").QueryRow(ctx).Scan(&n)
@@ -175,7 +175,7 @@ func TestWithoutRowLevelSecurityOnABoundRoleFails(t *testing.T) {
 		}
 
 		// The default handle sets the context with every statement.
-		got, err := rlsHandle(t, pool, ws.ID).Workspace(ctx)
+		got, err := workspaces.Get(ctx, rlsHandle(t, pool, ws.ID))
 		require.NoError(t, err, role.name)
 		require.Equal(t, ws.ID, got.ID)
 	}
@@ -222,7 +222,7 @@ func TestRawSQLWithoutContextFails(t *testing.T) {
 			}
 			check("empty tables", nil)
 			owner := rlsUser(t, db.Pool, "owner@example.com")
-			ws, err := tenancy.CreateWorkspace(ctx, db.Pool, "Acme", owner.ID)
+			ws, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Acme", Owner: owner.ID})
 			require.NoError(t, err)
 			check("with rows", nil)
 			check("empty settings", map[string]string{"workspace_id": "", "operator": "", "directory": ""})

@@ -29,7 +29,13 @@ func TestCheckIsolationCatchesLeaks(t *testing.T) {
 	raw := db.RawPool(t)
 	ws := [3]uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
 	for i, id := range ws {
-		_, err := raw.Exec(ctx, `INSERT INTO workspaces (workspace_id, name) VALUES ($1, $2)`, id, fmt.Sprint("w", i))
+		// A workspace is born with its owner, in one transaction.
+		owner := uuid.New()
+		_, err := raw.Exec(ctx, `
+			WITH u AS (INSERT INTO users (user_id, email) VALUES ($3, $4)),
+			     w AS (INSERT INTO workspaces (workspace_id, name) VALUES ($1, $2))
+			INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $3, 'owner')`,
+			id, fmt.Sprint("w", i), owner, fmt.Sprintf("owner%d@example.com", i))
 		require.NoError(t, err)
 	}
 	tenant := func(ctx context.Context, tx pgx.Tx) error {

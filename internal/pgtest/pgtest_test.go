@@ -64,8 +64,13 @@ func TestAppPoolIsAnUnprivilegedRole(t *testing.T) {
 	require.NoError(t, app.QueryRow(ctx, `SELECT tableowner FROM pg_tables WHERE tablename = 'workspaces'`).Scan(&owner))
 	require.NotEqual(t, user, owner)
 	// It may read and write the tables, but not change the schema.
-	_, err := app.Exec(ctx, `SELECT count(*) FROM users`)
+	tx, err := app.Begin(ctx)
 	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SELECT set_config('meterbase.directory', 'on', true)`)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SELECT count(*) FROM users`)
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback(ctx))
 	_, err = app.Exec(ctx, `ALTER TABLE workspaces ADD COLUMN x int`)
 	require.ErrorContains(t, err, "must be owner")
 }
