@@ -35,7 +35,7 @@ func BenchmarkPointRead(b *testing.B) {
 	db := pgtest.NewDB(b)
 	pool := db.RawPool(b)
 	app := db.AppPool(b, func(c *pgxpool.Config) { c.ConnConfig.Tracer = nil })
-	owner, err := tenancy.NewUsers(pool).Create(ctx, tenancy.NewUser{Email: "bench@example.com"})
+	owner, err := users.Create(ctx, pool, tenancy.CreateUserParams{Email: "bench@example.com"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -25,15 +25,15 @@ func Example() {
 	pool := exampleDatabase()
 
 	// Made once, at startup, and shared.
-	users := tenancy.NewUsers(pool)
+	users := tenancy.NewUsers(nil)
 	workspaces := tenancy.NewWorkspaces(nil)
 	members := tenancy.NewMembers(nil)
 
-	ada, err := users.Create(ctx, tenancy.NewUser{Email: "ada@example.com"})
+	ada, err := users.Create(ctx, pool, tenancy.CreateUserParams{Email: "ada@example.com"})
 	if err != nil {
 		panic(err)
 	}
-	grace, err := users.Create(ctx, tenancy.NewUser{Email: "Grace@Example.com", DisplayName: "Grace"})
+	grace, err := users.Create(ctx, pool, tenancy.CreateUserParams{Email: "Grace@Example.com", DisplayName: "Grace"})
 	if err != nil {
 		panic(err)
 	}
@@ -173,7 +173,7 @@ func ExampleNewOperator() {
 
 // exampleTenant makes a workspace with an owner and returns its handle.
 func exampleTenant(ctx context.Context, pool *pgxpool.Pool, name string) *tenancy.Tenant {
-	owner, err := tenancy.NewUsers(pool).Create(ctx, tenancy.NewUser{Email: "owner@" + name + ".example"})
+	owner, err := tenancy.NewUsers(nil).Create(ctx, pool, tenancy.CreateUserParams{Email: "owner@" + name + ".example"})
 	if err != nil {
 		panic(err)
 	}

@@ -54,7 +54,7 @@ func rlsNoTracer(c *pgxpool.Config) { c.ConnConfig.Tracer = nil }
 
 func rlsUser(t *testing.T, db tenancy.DBTX, email string) tenancy.User {
 	t.Helper()
-	u, err := tenancy.NewUsers(db).Create(context.Background(), tenancy.NewUser{Email: email})
+	u, err := users.Create(context.Background(), db, tenancy.CreateUserParams{Email: email})
 	require.NoError(t, err)
 	return u
 }
@@ -122,7 +122,7 @@ func TestLastOwnerUnderForce(t *testing.T) {
 			db := pgtest.NewDB(t)
 			raw := db.RawPool(t)
 			pool := role.pool(t, db)
-			users := tenancy.NewUsers(pool)
+			users := tenancy.NewUsers(nil)
 			owner := rlsUser(t, pool, "owner@example.com")
 			second := rlsUser(t, pool, "second@example.com")
 			ws, err := workspaces.Create(ctx, pool, tenancy.CreateWorkspaceParams{Name: "Solo", Owner: owner.ID})
@@ -132,7 +132,7 @@ func TestLastOwnerUnderForce(t *testing.T) {
 			require.NoError(t, err)
 			before := rlsRows(t, raw, ws.ID, owner.ID, second.ID)
 
-			require.ErrorIs(t, users.Delete(ctx, owner.ID), tenancy.ErrLastOwner, "the user's cascade would take the last owner")
+			require.ErrorIs(t, users.Delete(ctx, pool, owner.ID), tenancy.ErrLastOwner, "the user's cascade would take the last owner")
 			require.ErrorIs(t, members.Remove(ctx, tn, owner.ID), tenancy.ErrLastOwner)
 			_, err = members.SetRole(ctx, tn, tenancy.SetRoleParams{User: owner.ID, Role: tenancy.RoleAdmin})
 			require.ErrorIs(t, err, tenancy.ErrLastOwner)
@@ -141,20 +141,20 @@ func TestLastOwnerUnderForce(t *testing.T) {
 			// With a second owner the first may go, as a user too.
 			_, err = members.SetRole(ctx, tn, tenancy.SetRoleParams{User: second.ID, Role: tenancy.RoleOwner})
 			require.NoError(t, err)
-			require.NoError(t, users.Delete(ctx, owner.ID))
-			_, err = users.ByID(ctx, owner.ID)
+			require.NoError(t, users.Delete(ctx, pool, owner.ID))
+			_, err = users.Get(ctx, pool, owner.ID)
 			require.ErrorIs(t, err, tenancy.ErrNotFound)
 			list, err := members.List(ctx, tn, tenancy.ListMembersParams{Page: tenancy.Page{}})
 			require.NoError(t, err)
 			require.Len(t, list.Items, 1)
 			require.Equal(t, second.ID, list.Items[0].UserID)
-			require.ErrorIs(t, users.Delete(ctx, second.ID), tenancy.ErrLastOwner)
+			require.ErrorIs(t, users.Delete(ctx, pool, second.ID), tenancy.ErrLastOwner)
 
 			// Deleting the workspace takes its memberships, the last
 			// owner's included; then its last owner may leave.
 			require.NoError(t, workspaces.Delete(ctx, tn))
 			require.Empty(t, rlsRows(t, raw, ws.ID))
-			require.NoError(t, users.Delete(ctx, second.ID))
+			require.NoError(t, users.Delete(ctx, pool, second.ID))
 		})
 	}
 }
@@ -417,19 +417,19 @@ func TestUsersRepositoryIsTheDirectory(t *testing.T) {
 			ctx := context.Background()
 			db := pgtest.NewDB(t)
 			pool := role.pool(t, db, func(c *pgxpool.Config) { c.MaxConns = 1 })
-			users := tenancy.NewUsers(pool)
+			users := tenancy.NewUsers(nil)
 
-			u, err := users.Create(ctx, tenancy.NewUser{Email: "Ada@Example.com", DisplayName: "Ada"})
+			u, err := users.Create(ctx, pool, tenancy.CreateUserParams{Email: "Ada@Example.com", DisplayName: "Ada"})
 			require.NoError(t, err)
-			_, err = users.Create(ctx, tenancy.NewUser{Email: "ada@example.com"})
+			_, err = users.Create(ctx, pool, tenancy.CreateUserParams{Email: "ada@example.com"})
 			require.ErrorIs(t, err, tenancy.ErrEmailTaken)
-			got, err := users.ByEmail(ctx, "ADA@example.com")
+			got, err := users.GetByEmail(ctx, pool, "ADA@example.com")
 			require.NoError(t, err)
 			require.Equal(t, u, got)
-			got, err = users.ByID(ctx, u.ID)
+			got, err = users.Get(ctx, pool, u.ID)
 			require.NoError(t, err)
 			require.Equal(t, u, got)
-			_, err = users.ByID(ctx, tenancy.NewUserID())
+			_, err = users.Get(ctx, pool, tenancy.NewUserID())
 			require.ErrorIs(t, err, tenancy.ErrNotFound)
 			// On a pool the setting ended with the call's own transaction.
 			var leaked *string
@@ -444,7 +444,7 @@ func TestUsersRepositoryIsTheDirectory(t *testing.T) {
 			require.NoError(t, err)
 			for _, before := range []string{"", "set by the host"} {
 				rlsTx(t, pool, map[string]string{"workspace_id": ws.ID.String(), "directory": before}, func(tx pgx.Tx) {
-					got, err := tenancy.NewUsers(tx).ByEmail(ctx, "ada@example.com")
+					got, err := users.GetByEmail(ctx, tx, "ada@example.com")
 					require.NoError(t, err)
 					require.Equal(t, u.ID, got.ID)
 					var directory string
@@ -463,11 +463,11 @@ func TestUsersRepositoryIsTheDirectory(t *testing.T) {
 
 			tx, err := pool.Begin(ctx)
 			require.NoError(t, err)
-			require.NoError(t, tenancy.NewUsers(tx).Delete(ctx, u.ID))
+			require.NoError(t, users.Delete(ctx, tx, u.ID))
 			require.NoError(t, tx.Commit(ctx))
-			_, err = users.ByID(ctx, u.ID)
+			_, err = users.Get(ctx, pool, u.ID)
 			require.ErrorIs(t, err, tenancy.ErrNotFound)
-			require.ErrorIs(t, users.Delete(ctx, u.ID), tenancy.ErrNotFound)
+			require.ErrorIs(t, users.Delete(ctx, pool, u.ID), tenancy.ErrNotFound)
 		})
 	}
 }

@@ -155,6 +155,3 @@ func (s Scope) Workspace() WorkspaceID { return s.workspace }
 
 // User returns the scope's user, zero for a workspace-wide scope.
 func (s Scope) User() UserID { return s.user }
-
-// valid is Valid, for users.go until the users repository is reshaped.
-func (id ID[K]) valid() error { return id.Valid() }

@@ -17,6 +17,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // The repositories, made once as a host makes them.
 var (
+	users      = tenancy.NewUsers(nil)
 	workspaces = tenancy.NewWorkspaces(nil)
 	members    = tenancy.NewMembers(nil)
 )

@@ -58,6 +58,15 @@ func (o *Operator) usable() error {
 	return nil
 }
 
+// operatorContextSQL gives the transaction the operator's reach ($1, the
+// reason) and no tenant's or directory's.
+var operatorContextSQL = contextSQL(func(i int, name string) string {
+	if name == settingOperator {
+		return setTo(name, "$1")
+	}
+	return setTo(name, "''")
+})
+
 // read runs fn in a transaction (a savepoint of the host's) whose row-level
 // security context is the operator's. The operator policies allow SELECT
 // only, so nothing it could send would write.
@@ -73,7 +82,7 @@ func (o *Operator) read(ctx context.Context, fn func(tx pgx.Tx) error) error {
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, OperatorMarker+`SELECT set_config('`+settingOperator+`', $1, true), set_config('`+settingWorkspace+`', '', true), set_config('`+settingUser+`', '', true)`, o.reason); err != nil {
+		if _, err := tx.Exec(ctx, OperatorMarker+operatorContextSQL, o.reason); err != nil {
 			return err
 		}
 		if err := fn(tx); err != nil {

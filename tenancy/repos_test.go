@@ -18,7 +18,7 @@ import (
 
 func newUser(t *testing.T, db tenancy.DBTX, email string) tenancy.User {
 	t.Helper()
-	u, err := tenancy.NewUsers(db).Create(context.Background(), tenancy.NewUser{Email: email, DisplayName: email})
+	u, err := users.Create(context.Background(), db, tenancy.CreateUserParams{Email: email, DisplayName: email})
 	require.NoError(t, err)
 	return u
 }
@@ -36,41 +36,41 @@ func TestUsers(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
-	users := tenancy.NewUsers(db.Pool)
+	users := tenancy.NewUsers(nil)
 
-	u, err := users.Create(ctx, tenancy.NewUser{Email: "  Ada@Example.COM ", DisplayName: " Ada "})
+	u, err := users.Create(ctx, db.Pool, tenancy.CreateUserParams{Email: "  Ada@Example.COM ", DisplayName: " Ada "})
 	require.NoError(t, err)
 	require.Equal(t, "ada@example.com", u.Email)
 	require.Equal(t, "Ada", u.DisplayName)
 	require.False(t, u.ID.IsZero())
 	require.False(t, u.CreatedAt.IsZero())
 
-	_, err = users.Create(ctx, tenancy.NewUser{Email: "ADA@example.com"})
+	_, err = users.Create(ctx, db.Pool, tenancy.CreateUserParams{Email: "ADA@example.com"})
 	require.ErrorIs(t, err, tenancy.ErrEmailTaken)
 
-	got, err := users.ByEmail(ctx, "ada@EXAMPLE.com")
+	got, err := users.GetByEmail(ctx, db.Pool, "ada@EXAMPLE.com")
 	require.NoError(t, err)
 	require.Equal(t, u, got)
-	got, err = users.ByID(ctx, u.ID)
+	got, err = users.Get(ctx, db.Pool, u.ID)
 	require.NoError(t, err)
 	require.Equal(t, u, got)
 
-	_, err = users.ByID(ctx, tenancy.NewUserID())
+	_, err = users.Get(ctx, db.Pool, tenancy.NewUserID())
 	require.ErrorIs(t, err, tenancy.ErrNotFound)
-	_, err = users.ByEmail(ctx, "nobody@example.com")
+	_, err = users.GetByEmail(ctx, db.Pool, "nobody@example.com")
 	require.ErrorIs(t, err, tenancy.ErrNotFound)
 
 	for _, bad := range []string{"", "no-at-sign", "@example.com", "a@", "a b@example.com", "a@b@c"} {
-		_, err := users.Create(ctx, tenancy.NewUser{Email: bad})
+		_, err := users.Create(ctx, db.Pool, tenancy.CreateUserParams{Email: bad})
 		var inv *tenancy.InvalidInputError
 		require.ErrorAs(t, err, &inv, "%q", bad)
 		require.ErrorIs(t, err, tenancy.ErrInvalidInput)
 	}
-	_, err = users.ByID(ctx, tenancy.UserID{})
+	_, err = users.Get(ctx, db.Pool, tenancy.UserID{})
 	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
 
-	require.NoError(t, users.Delete(ctx, u.ID))
-	require.ErrorIs(t, users.Delete(ctx, u.ID), tenancy.ErrNotFound)
+	require.NoError(t, users.Delete(ctx, db.Pool, u.ID))
+	require.ErrorIs(t, users.Delete(ctx, db.Pool, u.ID), tenancy.ErrNotFound)
 }
 
 func TestWorkspaceLifecycle(t *testing.T) {
@@ -124,7 +124,7 @@ func TestWorkspaceLifecycle(t *testing.T) {
 	var n int
 	require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM memberships WHERE workspace_id = $1`, ws.ID).Scan(&n))
 	require.Zero(t, n)
-	_, err = tenancy.NewUsers(db.Pool).ByID(ctx, member.ID)
+	_, err = users.Get(ctx, db.Pool, member.ID)
 	require.NoError(t, err)
 }
 
@@ -162,7 +162,7 @@ func TestMembersAndRoles(t *testing.T) {
 	_, err = members.SetRole(ctx, tn, tenancy.SetRoleParams{User: owner.ID, Role: tenancy.RoleAdmin})
 	require.ErrorIs(t, err, tenancy.ErrLastOwner)
 	require.ErrorIs(t, members.Remove(ctx, tn, owner.ID), tenancy.ErrLastOwner)
-	require.ErrorIs(t, tenancy.NewUsers(db.Pool).Delete(ctx, owner.ID), tenancy.ErrLastOwner, "nor deleted as a user")
+	require.ErrorIs(t, users.Delete(ctx, db.Pool, owner.ID), tenancy.ErrLastOwner, "nor deleted as a user")
 
 	// With a second owner, the first may go.
 	m, err := members.SetRole(ctx, tn, tenancy.SetRoleParams{User: admin.ID, Role: tenancy.RoleOwner})
@@ -183,7 +183,7 @@ func TestMembersAndRoles(t *testing.T) {
 	require.ErrorIs(t, err, tenancy.ErrNotMember)
 
 	// Deleting a user removes their memberships.
-	require.NoError(t, tenancy.NewUsers(db.Pool).Delete(ctx, member.ID))
+	require.NoError(t, users.Delete(ctx, db.Pool, member.ID))
 	_, err = members.Get(ctx, tn, member.ID)
 	require.ErrorIs(t, err, tenancy.ErrNotMember)
 }
@@ -257,7 +257,7 @@ func TestLastOwnerUnderConcurrency(t *testing.T) {
 				_, err := members.SetRole(ctx, tn, tenancy.SetRoleParams{User: b.ID, Role: tenancy.RoleMember})
 				return err
 			},
-			func() error { return tenancy.NewUsers(db.Pool).Delete(ctx, a.ID) },
+			func() error { return users.Delete(ctx, db.Pool, a.ID) },
 		}
 		first, second := ops[round%3], ops[(round+1)%3]
 		if round%3 == 2 {
@@ -287,7 +287,7 @@ func TestLastOwnerHoldsForApplicationRole(t *testing.T) {
 	ws, err := workspaces.Create(ctx, app, tenancy.CreateWorkspaceParams{Name: "Solo", Owner: owner.ID})
 	require.NoError(t, err)
 
-	require.ErrorIs(t, tenancy.NewUsers(app).Delete(ctx, owner.ID), tenancy.ErrLastOwner)
+	require.ErrorIs(t, users.Delete(ctx, app, owner.ID), tenancy.ErrLastOwner)
 	tn := tenantOf(t, app, ws.ID)
 	require.ErrorIs(t, members.Remove(ctx, tn, owner.ID), tenancy.ErrLastOwner)
 	_, err = members.SetRole(ctx, tn, tenancy.SetRoleParams{User: owner.ID, Role: tenancy.RoleMember})
@@ -295,7 +295,7 @@ func TestLastOwnerHoldsForApplicationRole(t *testing.T) {
 
 	// Deleting the workspace takes its memberships, owners included.
 	require.NoError(t, workspaces.Delete(ctx, tn))
-	require.NoError(t, tenancy.NewUsers(app).Delete(ctx, owner.ID))
+	require.NoError(t, users.Delete(ctx, app, owner.ID))
 }
 
 // Under REPEATABLE READ, as the application role, two owners demoting and

@@ -3,6 +3,8 @@ package tenancy
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -22,47 +24,70 @@ const (
 	settingWorkspace = "meterbase.workspace_id"
 	settingUser      = "meterbase.user_id"
 	settingOperator  = "meterbase.operator"
+	// settingDirectory admits the Users repository to the users table.
+	settingDirectory = "meterbase.directory"
 )
 
-// setContextSQL sets the tenant for row-level security until the end of the
-// current transaction (the implicit one of a batch, or an explicit one).
-const setContextSQL = `SELECT set_config('` + settingWorkspace + `', $1, true), set_config('` + settingUser + `', $2, true), set_config('` + settingOperator + `', '', true)`
-
-// Inside a transaction of the host's, a transaction-local setting would
-// outlive the handle's call and carry the tenant (or the operator's reach)
-// on to the host's later statements, or switch off another handle's. So
-// there the handle puts back what was set before: a batch copies the
-// settings aside and back around its statement (batches never interleave
-// on a connection, so one set of slots serves), and InTx and the Operator
-// read them first and restore them at the end, which nests.
-const (
-	saveContextSQL = `SELECT ` +
-		`set_config('meterbase.saved_workspace_id', coalesce(current_setting('` + settingWorkspace + `', true), ''), true), ` +
-		`set_config('meterbase.saved_user_id', coalesce(current_setting('` + settingUser + `', true), ''), true), ` +
-		`set_config('meterbase.saved_operator', coalesce(current_setting('` + settingOperator + `', true), ''), true)`
-	restoreSavedContextSQL = `SELECT ` +
-		`set_config('` + settingWorkspace + `', current_setting('meterbase.saved_workspace_id'), true), ` +
-		`set_config('` + settingUser + `', current_setting('meterbase.saved_user_id'), true), ` +
-		`set_config('` + settingOperator + `', current_setting('meterbase.saved_operator'), true)`
-	readContextSQL = `SELECT coalesce(current_setting('` + settingWorkspace + `', true), ''), ` +
-		`coalesce(current_setting('` + settingUser + `', true), ''), coalesce(current_setting('` + settingOperator + `', true), '')`
-	restoreContextSQL = `SELECT set_config('` + settingWorkspace + `', $1, true), set_config('` + settingUser + `', $2, true), set_config('` + settingOperator + `', $3, true)`
-)
+// contextSettings are every setting the policies read. A handle's statement
+// runs with exactly its own: the tenant's, and the operator's and the
+// directory's cleared, so that neither, left on in a host's transaction,
+// widens what the tenant's statement reaches.
+var contextSettings = [...]string{settingWorkspace, settingUser, settingOperator, settingDirectory}
 
 // savedContext is the row-level security context found in a host's
 // transaction, to put back once the handle's work there is done.
-type savedContext [3]string
+type savedContext [len(contextSettings)]string
+
+// The statements that set, save and restore the context. Inside a
+// transaction of the host's, a transaction-local setting would outlive the
+// handle's call and carry the tenant (or the operator's reach) on to the
+// host's later statements, or switch off another handle's. So there the
+// handle puts back what was set before: a batch copies the settings aside
+// and back around its statement (batches never interleave on a connection,
+// so one set of slots serves), and InTx and the Operator read them first
+// and restore them at the end, which nests.
+var (
+	// setContextSQL sets the tenant ($1, $2) until the end of the current
+	// transaction (the implicit one of a batch, or an explicit one).
+	setContextSQL          = contextSQL(func(i int, name string) string { return setTo(name, []string{"$1", "$2", "''", "''"}[i]) })
+	saveContextSQL         = contextSQL(func(_ int, name string) string { return setTo(savedName(name), currentValue(name)) })
+	restoreSavedContextSQL = contextSQL(func(_ int, name string) string { return setTo(name, "current_setting('"+savedName(name)+"')") })
+	readContextSQL         = contextSQL(func(_ int, name string) string { return currentValue(name) })
+	restoreContextSQL      = contextSQL(func(i int, name string) string { return setTo(name, "$"+strconv.Itoa(i+1)) })
+)
+
+func contextSQL(item func(i int, name string) string) string {
+	parts := make([]string, len(contextSettings))
+	for i, name := range contextSettings {
+		parts[i] = item(i, name)
+	}
+	return "SELECT " + strings.Join(parts, ", ")
+}
+
+func setTo(name, value string) string { return "set_config('" + name + "', " + value + ", true)" }
+
+func currentValue(name string) string { return "coalesce(current_setting('" + name + "', true), '')" }
+
+func savedName(name string) string { return strings.Replace(name, "meterbase.", "meterbase.saved_", 1) }
 
 // readContext reads the context; prefix opens the statement (the
 // operator's marker, or nothing).
 func readContext(ctx context.Context, tx pgx.Tx, prefix string) (savedContext, error) {
 	var c savedContext
-	err := tx.QueryRow(ctx, prefix+readContextSQL).Scan(&c[0], &c[1], &c[2])
+	dest := make([]any, len(c))
+	for i := range c {
+		dest[i] = &c[i]
+	}
+	err := tx.QueryRow(ctx, prefix+readContextSQL).Scan(dest...)
 	return c, err
 }
 
 func (c savedContext) restore(ctx context.Context, tx pgx.Tx, prefix string) error {
-	_, err := tx.Exec(ctx, prefix+restoreContextSQL, c[0], c[1], c[2])
+	args := make([]any, len(c))
+	for i, v := range c {
+		args[i] = v
+	}
+	_, err := tx.Exec(ctx, prefix+restoreContextSQL, args...)
 	return err
 }
 
@@ -94,9 +119,11 @@ type Option func(*Tenant)
 
 // WithoutRowLevelSecurity stops the handle from setting the row-level
 // security context with each statement. Use it only when the connection's
-// role bypasses row-level security (it owns the tables, without FORCE ROW
-// LEVEL SECURITY, or has BYPASSRLS): the handle's predicates still apply,
-// and each statement saves a set_config call in its round trip.
+// role bypasses row-level security (a superuser, a BYPASSRLS role, or the
+// tables' owner after NO FORCE ROW LEVEL SECURITY; CheckRowLevelSecurity
+// tells): the handle's predicates still apply, and each statement saves a
+// set_config call in its round trip. On a role the wall binds, the first
+// statement fails with ErrNoTenantContext rather than returning nothing.
 func WithoutRowLevelSecurity() Option { return func(t *Tenant) { t.rls = false } }
 
 // NewTenant returns the handle of scope over db.
@@ -250,19 +277,28 @@ func (t *Tenant) queryRow(ctx context.Context, sql string, args ...any) pgx.Row 
 // statement. The results it returns start with the statement's: the
 // context's own are read off first.
 func (t *Tenant) sendWithContext(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
+	return sendInContext(ctx, t.db, setContextSQL, t.contextArgs(), sql, args)
+}
+
+// sendInContext sends sql with the row-level security context that setSQL
+// (with setArgs) sets, in one round trip: on a pool, the batch's implicit
+// transaction bounds the settings; on anything else, the batch saves the
+// settings it finds first and puts them back after the statement. The
+// results it returns start with the statement's.
+func sendInContext(ctx context.Context, db DBTX, setSQL string, setArgs []any, sql string, args []any) (pgx.BatchResults, error) {
 	b := &pgx.Batch{}
 	lead := 1 // the context's results before the statement's
-	hostTx := inHostTx(t.db)
+	hostTx := inHostTx(db)
 	if hostTx {
 		b.Queue(saveContextSQL)
 		lead++
 	}
-	b.Queue(setContextSQL, t.contextArgs()...)
+	b.Queue(setSQL, setArgs...)
 	b.Queue(sql, args...)
 	if hostTx {
 		b.Queue(restoreSavedContextSQL)
 	}
-	br := t.db.SendBatch(ctx, b)
+	br := db.SendBatch(ctx, b)
 	for range lead {
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()

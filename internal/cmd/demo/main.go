@@ -91,12 +91,12 @@ func run(ctx context.Context, out io.Writer) (err error) {
 
 	// 2. Users are global; workspaces are tenants. The repositories are
 	// made once, as a service makes them at startup.
-	users := tenancy.NewUsers(pool)
+	users := tenancy.NewUsers(nil)
 	workspaces := tenancy.NewWorkspaces(nil)
 	members := tenancy.NewMembers(nil)
 	people := map[string]tenancy.User{}
 	for _, email := range []string{"ada@example.com", "grace@example.com", "linus@example.com", "barbara@example.com"} {
-		u, err := users.Create(ctx, tenancy.NewUser{Email: email})
+		u, err := users.Create(ctx, pool, tenancy.CreateUserParams{Email: email})
 		if err != nil {
 			return err
 		}
