@@ -520,24 +520,6 @@ func (m *Migrator) resolveSchema(ctx context.Context, conn *pgx.Conn) (string, e
 	return *schema, nil
 }
 
-// isTransactional reports whether Postgres runs the file as one implicit
-// transaction. CREATE INDEX CONCURRENTLY cannot run in one, so the lint test
-// makes it stand alone in its file, which then commits as it goes.
-func isTransactional(sql string) bool {
-	return !strings.Contains(strings.ToUpper(stripComments(sql)), "CONCURRENTLY")
-}
-
-func stripComments(sql string) string {
-	var b strings.Builder
-	for line := range strings.Lines(sql) {
-		if code, _, _ := strings.Cut(line, "--"); strings.TrimSpace(code) != "" {
-			b.WriteString(code)
-			b.WriteByte('\n')
-		}
-	}
-	return b.String()
-}
-
 func lockKey(schema, table string) int64 {
 	h := fnv.New64a()
 	_, _ = io.WriteString(h, "meterbase.migrations:"+schema+"."+table)

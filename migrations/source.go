@@ -131,8 +131,9 @@ func parseHeader(sql string) map[string]string {
 var lockTimeoutSetting = regexp.MustCompile(`(?m)^SET LOCAL lock_timeout = '([^']*)';`)
 
 // lockTimeoutOf returns the lock_timeout a file sets, "" if it sets none.
+// A line inside a comment sets nothing.
 func lockTimeoutOf(sql string) string {
-	if m := lockTimeoutSetting.FindStringSubmatch(sql); m != nil {
+	if m := lockTimeoutSetting.FindStringSubmatch(sqlCode(sql)); m != nil {
 		return m[1]
 	}
 	return ""
@@ -144,7 +145,16 @@ func lockTimeoutOf(sql string) string {
 func withLockTimeout(list []Migration, timeout string) []Migration {
 	out := slices.Clone(list)
 	set := func(f File) File {
-		f.SQL = lockTimeoutSetting.ReplaceAllLiteralString(f.SQL, "SET LOCAL lock_timeout = '"+timeout+"';")
+		var b strings.Builder
+		last := 0
+		// Matched in the code, replaced in the text: the offsets agree.
+		for _, loc := range lockTimeoutSetting.FindAllStringIndex(sqlCode(f.SQL), -1) {
+			b.WriteString(f.SQL[last:loc[0]])
+			b.WriteString("SET LOCAL lock_timeout = '" + timeout + "';")
+			last = loc[1]
+		}
+		b.WriteString(f.SQL[last:])
+		f.SQL = b.String()
 		return f
 	}
 	for i := range out {
