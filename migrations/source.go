@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/golang-migrate/migrate/v4/database"
 	"github.com/golang-migrate/migrate/v4/source"
 )
 
@@ -164,9 +165,13 @@ func withLockTimeout(list []Migration, timeout string) []Migration {
 }
 
 // listSource is golang-migrate's view of a []Migration: the files it runs
-// are the very texts that Plan prints. Versions run 1..len(list) without
-// gaps, as load guarantees.
-type listSource struct{ list []Migration }
+// are the very texts that Plan prints, each transactional one with its
+// version record appended (see bookkeeping). Versions run 1..len(list)
+// without gaps, as load guarantees.
+type listSource struct {
+	list  []Migration
+	table string // the version table, schema-qualified and quoted
+}
 
 var _ source.Driver = listSource{}
 
@@ -198,17 +203,53 @@ func (s listSource) Next(version uint) (uint, error) {
 }
 
 func (s listSource) ReadUp(version uint) (io.ReadCloser, string, error) {
-	return s.read(version, func(m Migration) File { return m.Up })
+	return s.read(version, DirectionUp)
 }
 
 func (s listSource) ReadDown(version uint) (io.ReadCloser, string, error) {
-	return s.read(version, func(m Migration) File { return m.Down })
+	return s.read(version, DirectionDown)
 }
 
-func (s listSource) read(version uint, file func(Migration) File) (io.ReadCloser, string, error) {
+func (s listSource) read(version uint, dir Direction) (io.ReadCloser, string, error) {
 	if version < 1 || version > uint(len(s.list)) {
 		return nil, "", os.ErrNotExist
 	}
 	m := s.list[version-1]
-	return io.NopCloser(strings.NewReader(file(m).SQL)), m.Name, nil
+	f, to := m.Up, version
+	if dir == DirectionDown {
+		f, to = m.Down, version-1
+	}
+	return io.NopCloser(strings.NewReader(f.SQL + bookkeeping(f.SQL, to, s.table))), m.Name, nil
+}
+
+// bookkeeping is what the migrator appends to a file that will leave the
+// database at version to: for a transactional file, the statements that
+// write the version table as golang-migrate leaves it after a success
+// (version to, clean; no version for 0), so that the file's effect and its
+// version commit together or not at all, under the file's own
+// lock_timeout. A file that is not a transaction gets nothing: a second
+// statement would make it one, which CONCURRENTLY refuses; golang-migrate
+// records its version after it.
+func bookkeeping(sql string, to uint, table string) string {
+	if !isTransactional(sql) {
+		return ""
+	}
+	var b strings.Builder
+	if !strings.HasSuffix(sql, "\n") {
+		b.WriteByte('\n')
+	}
+	if st := sqlStatements(sql); len(st) > 0 && !strings.HasSuffix(strings.TrimSpace(sqlCode(sql)), ";") {
+		b.WriteString(";\n") // the file's last statement lacks its semicolon
+	}
+	v := int(to)
+	if to == 0 {
+		v = database.NilVersion
+	}
+	if to == 0 {
+		b.WriteString("-- meterbase: this file's transaction also empties the version table (no version).\n")
+	} else {
+		fmt.Fprintf(&b, "-- meterbase: this file's transaction also records version %d, clean.\n", to)
+	}
+	b.WriteString(versionRecord(table, v, false))
+	return b.String()
 }
