@@ -61,7 +61,9 @@ type Config struct {
 	Schema string
 	// Table is the version table's name. Default: DefaultTable.
 	Table string
-	// Logger gets a line for each migration applied. Default: no logging.
+	// Logger gets a line for each migration applied, and a warning when
+	// writing the version after a file failed although the version was
+	// recorded all the same. Default: no logging.
 	Logger *slog.Logger
 }
 

@@ -38,8 +38,9 @@ type Step struct {
 func (s Step) SQL() string { return s.File.SQL + s.Record }
 
 // Transactional reports whether the step runs as one transaction, which
-// either commits whole or leaves nothing behind. Only a file with CREATE
-// INDEX CONCURRENTLY does not.
+// either commits whole, with its version record, or leaves nothing behind.
+// A file with CONCURRENTLY in its code does not, nor would one with a
+// statement of transaction control (which the lint test refuses).
 func (s Step) Transactional() bool { return isTransactional(s.File.SQL) }
 
 // Plan is what a Migrator would do, in order, without doing it: a dry run

@@ -23,7 +23,9 @@ var embedded embed.FS
 
 // FS returns the embedded migration files, NNNN_name.up.sql and
 // NNNN_name.down.sql at its root, for hosts that run their own migration tool
-// (they must give meterbase a version table of its own).
+// (they must give meterbase a version table of its own). The files are as
+// written: the version record the Migrator appends to each (Step.Record) is
+// not in them, and the host's tool records versions its own way.
 func FS() fs.FS {
 	sub, err := fs.Sub(embedded, "sql")
 	if err != nil {
