@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/golang-migrate/migrate/v4/database"
 	"github.com/golang-migrate/migrate/v4/source"
 )
 
@@ -240,18 +239,14 @@ func bookkeeping(sql string, to uint, table string) string {
 	if !strings.HasSuffix(sql, "\n") {
 		b.WriteByte('\n')
 	}
-	if st := sqlStatements(sql); len(st) > 0 && !strings.HasSuffix(strings.TrimSpace(sqlCode(sql)), ";") {
+	if len(sqlStatements(sql)) > 0 && !strings.HasSuffix(strings.TrimSpace(sqlCode(sql)), ";") {
 		b.WriteString(";\n") // the file's last statement lacks its semicolon
-	}
-	v := int(to)
-	if to == 0 {
-		v = database.NilVersion
 	}
 	if to == 0 {
 		b.WriteString("-- meterbase: this file's transaction also empties the version table (no version).\n")
 	} else {
 		fmt.Fprintf(&b, "-- meterbase: this file's transaction also records version %d, clean.\n", to)
 	}
-	b.WriteString(versionRecord(table, v, false))
+	b.WriteString(versionRecord(table, versionArg(to), false))
 	return b.String()
 }
