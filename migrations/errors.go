@@ -17,6 +17,18 @@ var (
 // DirtyError means a migration stopped part-way at Version and the schema is
 // in an unknown state. Nothing runs until a person repairs the schema and
 // calls Migrator.Force with the version it is really at.
+//
+// golang-migrate marks the version a file leads to dirty before the file
+// runs. A file that runs as one transaction records its version, clean, in
+// that transaction, so if it is dirty such a file did not commit: going up
+// to Version, the schema is at Version-1; going down (Version+1's down
+// file), it is at Version+1. A run that knows which leaves it clean
+// itself; only a run that lost its connection, or its process, while the
+// file ran leaves it dirty. A file that is not a transaction (CREATE INDEX
+// CONCURRENTLY) may have done part of its work.
+//
+// A run that leaves the database dirty returns a DirtyError too, joined to
+// the error that stopped it.
 type DirtyError struct {
 	Version uint
 }
@@ -43,7 +55,9 @@ func (e *AheadError) Is(target error) bool { return target == ErrAhead }
 
 // FileError is a migration file that failed. When the file ran as one
 // transaction the database is left at the previous version, clean, and the
-// run can be retried; otherwise Status reports it dirty.
+// run can be retried. When it did not (CREATE INDEX CONCURRENTLY), or the
+// run lost its connection while the file ran, the database is left dirty
+// and the error also matches ErrDirty.
 type FileError struct {
 	Version uint
 	Path    string

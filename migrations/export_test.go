@@ -34,3 +34,11 @@ func SetLockTimeout(m *Migrator, d time.Duration) {
 var Load = load
 
 var IsTransactional = isTransactional
+
+var LockKey = lockKey
+
+var (
+	SQLCode       = sqlCode
+	SQLStatements = sqlStatements
+	LockTimeoutOf = lockTimeoutOf
+)

@@ -28,10 +28,10 @@ func TestLintMigrationFiles(t *testing.T) {
 			for _, key := range headerKeys {
 				require.NotEmpty(t, f.Header[key], "%s: header line %q is missing", f.Path, "-- "+key+": ...")
 			}
-			statements := splitStatements(f.SQL)
-			if strings.Contains(strings.ToUpper(f.SQL), "CONCURRENTLY") {
+			statements := migrations.SQLStatements(f.SQL)
+			if !migrations.IsTransactional(f.SQL) {
 				require.Len(t, statements, 1, "%s: a CONCURRENTLY statement must stand alone in its file", f.Path)
-				require.False(t, migrations.IsTransactional(f.SQL))
+				require.Regexp(t, `(?i)\bCONCURRENTLY\b`, statements[0], "%s: only CONCURRENTLY keeps a file from being one transaction", f.Path)
 				require.Contains(t, f.SQL, "-- squawk-disable-assume-in-transaction", "%s: tell squawk this file runs outside a transaction", f.Path)
 			} else {
 				require.True(t, migrations.IsTransactional(f.SQL))
@@ -110,23 +110,6 @@ func TestSquawkExceptionsDocumented(t *testing.T) {
 }
 
 var setsSearchPath = regexp.MustCompile(`(?im)^\s*SET\s+(SESSION\s+|LOCAL\s+)?search_path\b|set_config\(\s*'search_path'`)
-
-// splitStatements is a rough split on semicolons outside comments, enough
-// for counting the statements of a migration file (no dollar quoting).
-func splitStatements(sql string) []string {
-	var code strings.Builder
-	for line := range strings.Lines(sql) {
-		c, _, _ := strings.Cut(line, "--")
-		code.WriteString(c)
-	}
-	var out []string
-	for s := range strings.SplitSeq(code.String(), ";") {
-		if strings.TrimSpace(s) != "" {
-			out = append(out, strings.TrimSpace(s))
-		}
-	}
-	return out
-}
 
 func TestLoadRejectsBadLayouts(t *testing.T) {
 	t.Parallel()

@@ -21,6 +21,14 @@
 // and leaves the database clean for a retry, instead of queueing the
 // table's queries behind it. The rules migration authors follow are in the
 // README.md next to this file.
+//
+// A file and its version commit together: the migrator appends to every
+// file that runs as one transaction the statements that record its new
+// version, so however a run is cut off (a failed file, a lock timeout, a
+// cancelled statement, a killed process or connection), the version table
+// either names the schema's version, clean, or says dirty; it never names a
+// version the schema is not at. The migrator sets a version back only when
+// the table shows that a file did not commit.
 package migrations
 
 import (
@@ -37,12 +45,10 @@ import (
 
 	"github.com/golang-migrate/migrate/v4"
 	"github.com/golang-migrate/migrate/v4/database"
-	pgxmigrate "github.com/golang-migrate/migrate/v4/database/pgx/v5"
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // DefaultTable is the version table's name when Config.Table is empty.
@@ -55,7 +61,9 @@ type Config struct {
 	Schema string
 	// Table is the version table's name. Default: DefaultTable.
 	Table string
-	// Logger gets a line for each migration applied. Default: no logging.
+	// Logger gets a line for each migration applied, and a warning when
+	// writing the version after a file failed although the version was
+	// recorded all the same. Default: no logging.
 	Logger *slog.Logger
 }
 
@@ -77,12 +85,12 @@ var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 var ErrInvalidConfig = errors.New("migrations: invalid config")
 
 // New returns a Migrator over the host's pool. The pool is borrowed: the
-// Migrator uses up to two of its connections while it runs and never closes
-// it. A nil cfg means the defaults.
+// Migrator uses one of its connections while it runs and never closes it.
+// A nil cfg means the defaults.
 //
-// It takes a pool, not a DBTX like the repositories: golang-migrate runs on
-// a database/sql handle made from the pool, each file commits on its own,
-// and the advisory lock is held by a session; a pgx.Tx can give none of it.
+// It takes a pool, not a DBTX like the repositories: each file commits on
+// its own, and the advisory lock that serialises runs is held by the
+// session the files run in; a pgx.Tx can give neither.
 func New(pool *pgxpool.Pool, cfg *Config) (*Migrator, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: pool is nil", ErrInvalidConfig)
@@ -102,11 +110,6 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Migrator, error) {
 	}
 	if m.schema != "" && !identifier.MatchString(m.schema) {
 		return nil, fmt.Errorf("%w: schema %q must be a lower-case SQL identifier", ErrInvalidConfig, m.schema)
-	}
-	// One connection holds the advisory lock while another runs the files;
-	// with a single connection the second would wait for ever.
-	if pool.Config().MaxConns < 2 {
-		return nil, fmt.Errorf("%w: the pool allows %d connection(s); migrating needs 2", ErrInvalidConfig, pool.Config().MaxConns)
 	}
 	return m, nil
 }
@@ -151,20 +154,13 @@ func (m *Migrator) status(ctx context.Context, conn *pgx.Conn) (*Status, error) 
 	if err != nil {
 		return nil, err
 	}
-	st := &Status{Latest: uint(len(m.migrations))}
-	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quote(schema)+"."+quote(m.table)).Scan(&exists); err != nil {
-		return nil, fmt.Errorf("migrations: look up version table: %w", err)
+	v, err := readVersion(ctx, conn, m.qualified(schema), m.versionLockTimeout())
+	if err != nil {
+		return nil, err
 	}
-	if exists {
-		var version int64
-		err := conn.QueryRow(ctx, `SELECT version, dirty FROM `+quote(schema)+"."+quote(m.table)+` LIMIT 1`).Scan(&version, &st.Dirty)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("migrations: read version table: %w", err)
-		}
-		if version > 0 {
-			st.Version = uint(version)
-		}
+	st := &Status{Latest: uint(len(m.migrations)), Dirty: v.dirty}
+	if v.version > 0 {
+		st.Version = uint(v.version)
 	}
 	st.Ahead = st.Version > st.Latest
 	if !st.Dirty && !st.Ahead {
@@ -207,32 +203,129 @@ func (m *Migrator) To(ctx context.Context, version uint) (*Result, error) {
 	return m.run(ctx, func(*Status) uint { return version })
 }
 
+// step is one file of a run, and the versions it takes the database from
+// and to.
+type step struct {
+	from, to uint
+	version  uint // the migration the file belongs to
+	file     File // as written, without the version record
+}
+
+func (m *Migrator) stepFrom(v, target uint) step {
+	list := m.runnable()
+	if v < target {
+		return step{from: v, to: v + 1, version: v + 1, file: list[v].Up}
+	}
+	return step{from: v, to: v - 1, version: v, file: list[v-1].Down}
+}
+
 // migrateTo runs one file at a time from the applied version to target,
 // and stops before the next file once ctx has ended; run reports the
 // shortfall. (golang-migrate's own GracefulStop races with its reader
 // goroutine, so the stepping is done here.)
-func (m *Migrator) migrateTo(ctx context.Context, mig *migrate.Migrate, target uint, st *Status) error {
-	for v := st.Version; v != target; {
+func (m *Migrator) migrateTo(ctx context.Context, s *session, target uint) error {
+	for v := s.before.Version; v != target; {
 		if ctx.Err() != nil {
 			return nil
 		}
+		st := m.stepFrom(v, target)
+		s.drv.ran, s.drv.runErr = false, nil
 		var err error
-		switch {
-		case v < target:
-			v++
-			err = mig.Migrate(v)
-		case v == 1:
-			v = 0
-			err = mig.Steps(-1)
-		default:
-			v--
-			err = mig.Migrate(v)
+		if st.to == 0 {
+			err = s.mig.Steps(-1) // golang-migrate has no version 0 to migrate to
+		} else {
+			err = s.mig.Migrate(st.to)
 		}
 		if err != nil {
-			return err
+			if err := m.settle(s, st, err); err != nil {
+				return err
+			}
 		}
+		v = st.to
 	}
 	return nil
+}
+
+// settle decides, from what the version table says, what a step that
+// returned an error did; it never guesses. A transactional file writes its
+// own version record in its transaction (see bookkeeping), so the table
+// tells whether the file committed:
+//
+//   - the step's target, clean: the file committed with its record, and
+//     only golang-migrate's write after it failed, with nothing left to
+//     record. The step is done and the run goes on.
+//   - golang-migrate's dirty marker for the step (the target, dirty): the
+//     marker was written, and a transactional file that had committed
+//     would have replaced it. So the file did not commit, and the
+//     version is set back to the step's start, clean, for a retry. A
+//     file that is not a transaction may have done part of its work: it
+//     stays dirty, unless it returned success and only its record failed.
+//   - the step's start, clean: the marker was never written; nothing ran.
+//   - anything else, or no answer: reported as it is, nothing forced.
+//
+// Only a session that still holds the migration lock may set anything
+// back: once the connection is lost, another migrator may be at work, and
+// the run ends with what the table says.
+func (m *Migrator) settle(s *session, st step, stepErr error) error {
+	fileErr := func(cause error) error {
+		return &FileError{Version: st.version, Path: st.file.Path, Err: cause}
+	}
+	cause := stepErr
+	if s.drv.ran && s.drv.runErr != nil {
+		cause = fileErr(queryCause(stepErr))
+	}
+	if s.conn.IsClosed() {
+		return fmt.Errorf("migrations: lost the connection, and the migration lock with it, at %s: %w", st.file.Path, cause)
+	}
+	ctx := context.WithoutCancel(s.ctx)
+	got, err := readVersion(ctx, s.conn, s.table, m.versionLockTimeout())
+	if err != nil {
+		return errors.Join(cause, fmt.Errorf("migrations: could not read the version back after %s, so nothing was set back; Status tells where the database is: %w", st.file.Path, err))
+	}
+	version := uint(max(got.version, 0))
+	switch {
+	case version == st.to && !got.dirty:
+		m.log.Warn("meterbase migration: recording the version after the file failed, but the file had recorded it itself",
+			"file", st.file.Path, "version", st.to, "error", stepErr)
+		return nil
+
+	case version == st.to && got.dirty && isTransactional(st.file.SQL) && (!s.drv.ran || s.drv.runErr != nil):
+		if !s.drv.ran {
+			cause = fmt.Errorf("migrations: %s did not run: %w", st.file.Path, cause)
+		} else if pgErr := (*pgconn.PgError)(nil); errors.As(s.drv.runErr, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable {
+			cause = fileErr(&LockTimeoutError{Timeout: lockTimeoutOf(st.file.SQL), Err: queryCause(stepErr)})
+		}
+		if err := s.drv.SetVersion(versionArg(st.from), false); err != nil {
+			return errors.Join(cause, fmt.Errorf("migrations: %s did not commit, but version %d could not be marked clean again: %w", st.file.Path, st.from, err))
+		}
+		return cause
+
+	case version == st.to && got.dirty && s.drv.ran && s.drv.runErr == nil:
+		// Not a transaction, but it ran to its end: only its record failed.
+		if err := s.drv.SetVersion(versionArg(st.to), false); err != nil {
+			return errors.Join(cause, fmt.Errorf("migrations: %s ran to its end, but version %d could not be recorded: %w", st.file.Path, st.to, err))
+		}
+		m.log.Warn("meterbase migration: recording the version after the file failed, and succeeded on a second try",
+			"file", st.file.Path, "version", st.to, "error", stepErr)
+		return nil
+
+	case version == st.to && got.dirty:
+		return cause // part of the file may have run: dirty, for a person
+
+	case version == st.from && !got.dirty:
+		return cause // the step never began
+
+	default:
+		return errors.Join(cause, fmt.Errorf("migrations: after %s the version table says version %d (dirty: %t), which this run did not write; nothing was set back", st.file.Path, version, got.dirty))
+	}
+}
+
+// versionArg is golang-migrate's number for version v: -1 for none.
+func versionArg(v uint) int {
+	if v == 0 {
+		return database.NilVersion
+	}
+	return int(v)
 }
 
 // Force records version as applied and clean without running any SQL. It is
@@ -242,27 +335,23 @@ func (m *Migrator) Force(ctx context.Context, version uint) error {
 	if version > uint(len(m.migrations)) {
 		return fmt.Errorf("%w: version %d does not exist; the latest is %d", ErrInvalidConfig, version, len(m.migrations))
 	}
-	_, err := m.locked(ctx, func(conn *pgx.Conn, _ *Status, mig *migrate.Migrate) error {
-		if version == 0 {
-			return mig.Force(database.NilVersion)
-		}
-		return mig.Force(int(version))
+	_, err := m.locked(ctx, func(s *session) error {
+		return s.drv.SetVersion(versionArg(version), false)
 	})
 	return err
 }
 
-// run takes the lock, refuses a dirty or newer database, and runs step.
 // run takes the lock, refuses a dirty or newer database, and migrates to
 // the version target names. A run that ctx stopped between files short of
 // its target is an error, never a success.
 func (m *Migrator) run(ctx context.Context, target func(*Status) uint) (*Result, error) {
 	var want uint
-	res, err := m.locked(ctx, func(conn *pgx.Conn, st *Status, mig *migrate.Migrate) error {
-		if err := st.check(); err != nil {
+	res, err := m.locked(ctx, func(s *session) error {
+		if err := s.before.check(); err != nil {
 			return err
 		}
-		want = target(st)
-		return m.migrateTo(ctx, mig, want, st)
+		want = target(s.before)
+		return m.migrateTo(ctx, s, want)
 	})
 	if err != nil {
 		return res, err
@@ -276,17 +365,37 @@ func (m *Migrator) run(ctx context.Context, target func(*Status) uint) (*Result,
 	return res, nil
 }
 
-// locked runs fn while this process holds the migration advisory lock, with
-// a golang-migrate instance over the pool. Waiting for the lock ends with
-// ctx; a running migration file is bounded by its own statement_timeout, and
-// ctx's end stops the run before the next file.
-func (m *Migrator) locked(ctx context.Context, fn func(*pgx.Conn, *Status, *migrate.Migrate) error) (res *Result, err error) {
+// session is one run under the migration lock: the connection that holds
+// the lock, and golang-migrate working on it.
+type session struct {
+	ctx    context.Context
+	conn   *pgx.Conn
+	table  string // the version table, schema-qualified and quoted
+	before *Status
+	drv    *connDriver
+	mig    *migrate.Migrate
+}
+
+// locked runs fn while this process holds the migration advisory lock, on
+// the connection that holds it. Waiting for the lock ends with ctx; once a
+// file has started it runs to its end, bounded by its own lock_timeout and
+// statement_timeout, and ctx's end stops the run before the next file.
+func (m *Migrator) locked(ctx context.Context, fn func(*session) error) (res *Result, err error) {
 	lockConn, schema, key, err := m.lock(ctx)
 	if err != nil {
 		return nil, err
 	}
 	conn := lockConn.Conn()
-	defer func() {
+	released := false
+	release := func() {
+		if released {
+			return
+		}
+		released = true
+		if conn.IsClosed() {
+			lockConn.Release() // the pool drops a closed connection; the lock went with it
+			return
+		}
 		// A session lock outlives the statement; if unlocking fails, close the
 		// session so the lock cannot stay behind on a pooled connection.
 		if _, uerr := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key); uerr != nil {
@@ -294,7 +403,8 @@ func (m *Migrator) locked(ctx context.Context, fn func(*pgx.Conn, *Status, *migr
 			return
 		}
 		lockConn.Release()
-	}()
+	}
+	defer release()
 
 	if m.schema != "" {
 		// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
@@ -309,45 +419,78 @@ func (m *Migrator) locked(ctx context.Context, fn func(*pgx.Conn, *Status, *migr
 			}
 		}
 	}
-	before, err := m.status(ctx, conn)
-	if err != nil {
+	s := &session{ctx: ctx, conn: conn, table: m.qualified(schema)}
+	// Like the schema, the table may exist for a role that could not
+	// create it.
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, s.table).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("migrations: look up version table: %w", err)
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, createVersionTable(s.table)); err != nil {
+			return nil, fmt.Errorf("migrations: create version table: %w", err)
+		}
+	}
+	if s.before, err = m.status(ctx, conn); err != nil {
 		return nil, err
 	}
-	mig, err := m.newMigrateCtx(ctx, schema)
-	if err != nil {
-		return nil, err
+	s.drv = &connDriver{ctx: context.WithoutCancel(ctx), conn: conn, table: s.table, lockTimeout: m.versionLockTimeout()}
+	if s.mig, err = migrate.NewWithInstance("meterbase", listSource{list: m.runnable(), table: s.table}, "meterbase", s.drv); err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
 	}
-	defer mig.Close()
+	s.mig.Log = logAdapter{m.log}
+	defer s.mig.Close()
 
-	runErr := fn(conn, before, mig)
+	runErr := fn(s)
 	if errors.Is(runErr, migrate.ErrNoChange) {
 		runErr = nil
 	}
-	after, err := m.status(context.WithoutCancel(ctx), conn)
+	after, err := m.statusAfter(ctx, conn, release)
 	if err != nil {
 		return nil, errors.Join(runErr, err)
 	}
+	res = &Result{From: s.before.Version, To: after.Version}
 	if runErr != nil {
-		runErr = m.explain(mig, before, after, runErr)
-		// Where the run got to, files before the failed one included.
-		if now, err := m.status(context.WithoutCancel(ctx), conn); err == nil {
-			after = now
+		if after.Dirty && !errors.Is(runErr, ErrDirty) {
+			runErr = errors.Join(runErr, &DirtyError{Version: after.Version})
 		}
-		return &Result{From: before.Version, To: after.Version}, runErr
+		return res, runErr
 	}
-	if after.Version == 0 && before.Version != 0 {
-		if _, err := conn.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS `+quote(schema)+"."+quote(m.table)); err != nil {
+	if after.Version == 0 && s.before.Version != 0 {
+		// Bounded like every wait on the version table: a reader of it would
+		// otherwise hold the drop, and the run, for as long as it reads.
+		drop := "SET LOCAL lock_timeout = " + quoteLiteral(m.versionLockTimeout()) + ";\nDROP TABLE IF EXISTS " + s.table
+		if _, err := conn.Exec(context.WithoutCancel(ctx), drop); err != nil {
 			return nil, fmt.Errorf("migrations: drop version table: %w", err)
 		}
 	}
-	return &Result{From: before.Version, To: after.Version}, nil
+	return res, nil
+}
+
+// statusAfter reads where a run left the database. When the run lost its
+// connection, it gives that one back first (the pool may have no other)
+// and reads on a new one, for the report only.
+func (m *Migrator) statusAfter(ctx context.Context, conn *pgx.Conn, release func()) (*Status, error) {
+	ctx = context.WithoutCancel(ctx)
+	if !conn.IsClosed() {
+		return m.status(ctx, conn)
+	}
+	release()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	fresh, err := m.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: read the version after losing the connection: %w", err)
+	}
+	defer fresh.Release()
+	return m.status(ctx, fresh.Conn())
 }
 
 // lock takes the migration advisory lock on a connection of the pool and
 // returns that connection, which holds it. It waits with pg_try_advisory_lock
-// and gives its connection back to the pool between tries: a migrator that
-// waited holding a connection could starve the one holding the lock of the
-// second connection it needs, on a small pool. The wait ends with ctx.
+// and gives its connection back to the pool between tries: replicas sharing
+// a small pool would otherwise each keep a connection from the host's own
+// work for as long as another run lasts. The wait ends with ctx.
 func (m *Migrator) lock(ctx context.Context) (conn *pgxpool.Conn, schema string, key int64, err error) {
 	wait := 10 * time.Millisecond
 	for {
@@ -376,52 +519,6 @@ func (m *Migrator) lock(ctx context.Context) (conn *pgxpool.Conn, schema string,
 		}
 		wait = min(2*wait, 500*time.Millisecond)
 	}
-}
-
-// explain turns a failed run into an error that names the migration. A file
-// that runs as one transaction leaves nothing behind when it fails, so the
-// version golang-migrate marked dirty is set back to the last clean one and
-// a retry can simply run again. Only a non-transactional file (CREATE INDEX
-// CONCURRENTLY) can leave the schema half-changed; that one stays dirty.
-func (m *Migrator) explain(mig *migrate.Migrate, before, after *Status, runErr error) error {
-	var dirty *DirtyError
-	if errors.As(runErr, &dirty) || errors.As(runErr, new(*AheadError)) {
-		return runErr
-	}
-	if !after.Dirty {
-		return fmt.Errorf("migrations: %w", runErr)
-	}
-	// golang-migrate marks the target version dirty before it runs a file:
-	// going up, the target is the failed file's own version; going down from
-	// V, it is V-1 and the failed file is V's down.
-	failed, clean, direction := after.Version, after.Version-1, "up"
-	if after.Version < before.Version || (before.Version > 0 && after.Version == 0) {
-		failed, clean, direction = after.Version+1, after.Version+1, "down"
-	}
-	var file File
-	if list := m.runnable(); failed >= 1 && int(failed) <= len(list) {
-		file = list[failed-1].Up
-		if direction == "down" {
-			file = list[failed-1].Down
-		}
-	}
-	cause := queryCause(runErr)
-	if file.Path == "" || !isTransactional(file.SQL) {
-		// Part of the file may have run: no promise that nothing changed.
-		return &FileError{Version: failed, Path: file.Path, Err: cause}
-	}
-	if pgErr := (*pgconn.PgError)(nil); errors.As(cause, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable {
-		cause = &LockTimeoutError{Timeout: lockTimeoutOf(file.SQL), Err: cause}
-	}
-	ferr := &FileError{Version: failed, Path: file.Path, Err: cause}
-	target := int(clean)
-	if clean == 0 {
-		target = database.NilVersion
-	}
-	if err := mig.Force(target); err != nil {
-		return errors.Join(ferr, fmt.Errorf("migrations: could not mark version %d clean again: %w", clean, err))
-	}
-	return ferr
 }
 
 // runnable returns the migrations exactly as they will be sent to Postgres.
@@ -461,49 +558,16 @@ func queryCause(err error) error {
 	return dbErr.OrigErr
 }
 
-// newMigrateCtx is newMigrate bounded by ctx. golang-migrate takes the
-// connection it runs on with context.Background(), which waits for as long
-// as the host's own work keeps the pool full; past ctx the caller gets its
-// error, and an instance that arrives later is closed.
-func (m *Migrator) newMigrateCtx(ctx context.Context, schema string) (*migrate.Migrate, error) {
-	type made struct {
-		mig *migrate.Migrate
-		err error
-	}
-	done := make(chan made, 1)
-	go func() {
-		mig, err := m.newMigrate(schema)
-		done <- made{mig, err}
-	}()
-	select {
-	case r := <-done:
-		return r.mig, r.err
-	case <-ctx.Done():
-		go func() {
-			if r := <-done; r.mig != nil {
-				_, _ = r.mig.Close()
-			}
-		}()
-		return nil, fmt.Errorf("migrations: wait for a connection to run the files on: %w", ctx.Err())
-	}
-}
+// qualified names the version table in schema, quoted.
+func (m *Migrator) qualified(schema string) string { return quote(schema) + "." + quote(m.table) }
 
-func (m *Migrator) newMigrate(schema string) (*migrate.Migrate, error) {
-	src := listSource{m.runnable()}
-	// Closing this *sql.DB (golang-migrate does) leaves the pool open.
-	db := stdlib.OpenDBFromPool(m.pool)
-	drv, err := pgxmigrate.WithInstance(db, &pgxmigrate.Config{MigrationsTable: m.table, SchemaName: schema})
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("migrations: open version table: %w", err)
+// versionLockTimeout bounds the migrator's own waits on the version table:
+// the files' lock_timeout in tests that shorten it, else versionLockTimeout.
+func (m *Migrator) versionLockTimeout() string {
+	if m.lockTimeout != "" {
+		return m.lockTimeout
 	}
-	mig, err := migrate.NewWithInstance("meterbase", src, "pgx5", drv)
-	if err != nil {
-		_ = drv.Close()
-		return nil, fmt.Errorf("migrations: %w", err)
-	}
-	mig.Log = logAdapter{m.log}
-	return mig, nil
+	return versionLockTimeout
 }
 
 func (m *Migrator) resolveSchema(ctx context.Context, conn *pgx.Conn) (string, error) {
@@ -518,24 +582,6 @@ func (m *Migrator) resolveSchema(ctx context.Context, conn *pgx.Conn) (string, e
 		return "", fmt.Errorf("%w: the connection's search_path names no existing schema; set Config.Schema", ErrInvalidConfig)
 	}
 	return *schema, nil
-}
-
-// isTransactional reports whether Postgres runs the file as one implicit
-// transaction. CREATE INDEX CONCURRENTLY cannot run in one, so the lint test
-// makes it stand alone in its file, which then commits as it goes.
-func isTransactional(sql string) bool {
-	return !strings.Contains(strings.ToUpper(stripComments(sql)), "CONCURRENTLY")
-}
-
-func stripComments(sql string) string {
-	var b strings.Builder
-	for line := range strings.Lines(sql) {
-		if code, _, _ := strings.Cut(line, "--"); strings.TrimSpace(code) != "" {
-			b.WriteString(code)
-			b.WriteByte('\n')
-		}
-	}
-	return b.String()
 }
 
 func lockKey(schema, table string) int64 {

@@ -22,7 +22,9 @@ var embedded embed.FS
 
 // FS returns the embedded migration files, NNNN_name.up.sql and
 // NNNN_name.down.sql at its root, for hosts that run their own migration tool
-// (they must give meterbase a version table of its own).
+// (they must give meterbase a version table of its own). The files are as
+// written: the version record the Migrator appends to each (Step.Record) is
+// not in them, and the host's tool records versions its own way.
 func FS() fs.FS {
 	sub, err := fs.Sub(embedded, "sql")
 	if err != nil {
@@ -131,8 +133,9 @@ func parseHeader(sql string) map[string]string {
 var lockTimeoutSetting = regexp.MustCompile(`(?m)^SET LOCAL lock_timeout = '([^']*)';`)
 
 // lockTimeoutOf returns the lock_timeout a file sets, "" if it sets none.
+// A line inside a comment sets nothing.
 func lockTimeoutOf(sql string) string {
-	if m := lockTimeoutSetting.FindStringSubmatch(sql); m != nil {
+	if m := lockTimeoutSetting.FindStringSubmatch(sqlCode(sql)); m != nil {
 		return m[1]
 	}
 	return ""
@@ -144,7 +147,16 @@ func lockTimeoutOf(sql string) string {
 func withLockTimeout(list []Migration, timeout string) []Migration {
 	out := slices.Clone(list)
 	set := func(f File) File {
-		f.SQL = lockTimeoutSetting.ReplaceAllLiteralString(f.SQL, "SET LOCAL lock_timeout = '"+timeout+"';")
+		var b strings.Builder
+		last := 0
+		// Matched in the code, replaced in the text: the offsets agree.
+		for _, loc := range lockTimeoutSetting.FindAllStringIndex(sqlCode(f.SQL), -1) {
+			b.WriteString(f.SQL[last:loc[0]])
+			b.WriteString("SET LOCAL lock_timeout = '" + timeout + "';")
+			last = loc[1]
+		}
+		b.WriteString(f.SQL[last:])
+		f.SQL = b.String()
 		return f
 	}
 	for i := range out {
@@ -154,9 +166,13 @@ func withLockTimeout(list []Migration, timeout string) []Migration {
 }
 
 // listSource is golang-migrate's view of a []Migration: the files it runs
-// are the very texts that Plan prints. Versions run 1..len(list) without
-// gaps, as load guarantees.
-type listSource struct{ list []Migration }
+// are the very texts that Plan prints, each transactional one with its
+// version record appended (see bookkeeping). Versions run 1..len(list)
+// without gaps, as load guarantees.
+type listSource struct {
+	list  []Migration
+	table string // the version table, schema-qualified and quoted
+}
 
 var _ source.Driver = listSource{}
 
@@ -188,17 +204,49 @@ func (s listSource) Next(version uint) (uint, error) {
 }
 
 func (s listSource) ReadUp(version uint) (io.ReadCloser, string, error) {
-	return s.read(version, func(m Migration) File { return m.Up })
+	return s.read(version, DirectionUp)
 }
 
 func (s listSource) ReadDown(version uint) (io.ReadCloser, string, error) {
-	return s.read(version, func(m Migration) File { return m.Down })
+	return s.read(version, DirectionDown)
 }
 
-func (s listSource) read(version uint, file func(Migration) File) (io.ReadCloser, string, error) {
+func (s listSource) read(version uint, dir Direction) (io.ReadCloser, string, error) {
 	if version < 1 || version > uint(len(s.list)) {
 		return nil, "", os.ErrNotExist
 	}
 	m := s.list[version-1]
-	return io.NopCloser(strings.NewReader(file(m).SQL)), m.Name, nil
+	f, to := m.Up, version
+	if dir == DirectionDown {
+		f, to = m.Down, version-1
+	}
+	return io.NopCloser(strings.NewReader(f.SQL + bookkeeping(f.SQL, to, s.table))), m.Name, nil
+}
+
+// bookkeeping is what the migrator appends to a file that will leave the
+// database at version to: for a transactional file, the statements that
+// write the version table as golang-migrate leaves it after a success
+// (version to, clean; no version for 0), so that the file's effect and its
+// version commit together or not at all, under the file's own
+// lock_timeout. A file that is not a transaction gets nothing: a second
+// statement would make it one, which CONCURRENTLY refuses; golang-migrate
+// records its version after it.
+func bookkeeping(sql string, to uint, table string) string {
+	if !isTransactional(sql) {
+		return ""
+	}
+	var b strings.Builder
+	if !strings.HasSuffix(sql, "\n") {
+		b.WriteByte('\n')
+	}
+	if len(sqlStatements(sql)) > 0 && !strings.HasSuffix(strings.TrimSpace(sqlCode(sql)), ";") {
+		b.WriteString(";\n") // the file's last statement lacks its semicolon
+	}
+	if to == 0 {
+		b.WriteString("-- meterbase: this file's transaction also empties the version table (no version).\n")
+	} else {
+		fmt.Fprintf(&b, "-- meterbase: this file's transaction also records version %d, clean.\n", to)
+	}
+	b.WriteString(versionRecord(table, versionArg(to), false))
+	return b.String()
 }
