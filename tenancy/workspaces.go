@@ -58,10 +58,23 @@ type CreateWorkspaceParams struct {
 	Owner UserID
 }
 
+// createWorkspace inserts a workspace and its first owner in one
+// statement: one round trip, and the owner check at commit (or at the end
+// of the statement, under SET CONSTRAINTS ALL IMMEDIATE) finds the owner
+// there.
+var createWorkspace = MustPrepare("tenancy.create_workspace", `
+	WITH w AS (
+		INSERT INTO {workspaces} (name) VALUES (@name)
+		RETURNING `+workspaceColumns+`
+	), m AS (
+		INSERT INTO {memberships} (user_id, role) VALUES (@owner, 'owner')
+	)
+	SELECT `+workspaceColumns+` FROM w`)
+
 // Create creates a workspace with p.Owner as its first owner, in one
-// transaction (a savepoint of db's when db is a transaction). ErrNotFound
-// if the owner is not a user. It takes the connection rather than a
-// tenant: the tenant does not exist yet.
+// statement (inside db's transaction when db is one). ErrNotFound if the
+// owner is not a user. It takes the connection rather than a tenant: the
+// tenant does not exist yet.
 func (r *Workspaces) Create(ctx context.Context, db DBTX, p CreateWorkspaceParams) (Workspace, error) {
 	n, err := workspaceName(p.Name)
 	if err != nil {
@@ -75,15 +88,7 @@ func (r *Workspaces) Create(ctx context.Context, db DBTX, p CreateWorkspaceParam
 	if err != nil {
 		return Workspace{}, err
 	}
-	var ws Workspace
-	err = t.InTx(ctx, func(tx *Tenant) error {
-		ws, err = scanWorkspace(tx.Insert(workspacesTable).Columns("name").Values(n).Returning(workspaceColumns).QueryRow(ctx))
-		if err != nil {
-			return err
-		}
-		_, err = tx.Insert(membershipsTable).Columns("user_id", "role").Values(p.Owner, RoleOwner).Exec(ctx)
-		return err
-	})
+	ws, err := scanWorkspace(t.QueryRow(ctx, createWorkspace, Args{"name": n, "owner": p.Owner}))
 	if err != nil {
 		return Workspace{}, mapMembershipError(err, "create workspace")
 	}

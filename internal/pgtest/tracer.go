@@ -29,7 +29,10 @@ var (
 	literal        = regexp.MustCompile(`'(?:[^']|'')*'`)
 	tenantEquality = regexp.MustCompile(`(?i)(?:^|[^@a-z0-9_])workspace_id"?\s*=\s*(?:\$\d+|@workspace_id\b)|(?:\$\d+|@workspace_id)\s*=\s*(?:"?[a-z_][a-z0-9_]*"?\.)?"?workspace_id\b`)
 	whereKeyword   = regexp.MustCompile(`(?i)\bwhere\b`)
-	tenantInsert   = regexp.MustCompile(`(?i)^\s*insert\s+into\s+"?[a-z_][a-z0-9_]*"?\s*\(\s*"?workspace_id"?\s*[,)]`)
+	// intoBefore and workspaceColumnFirst find an INSERT's target whose
+	// column list opens with workspace_id: INSERT INTO t (workspace_id, ...
+	intoBefore           = regexp.MustCompile(`(?i)\binsert\s+into\s+"?$`)
+	workspaceColumnFirst = regexp.MustCompile(`(?i)^"?(?:\s+as\s+[a-z_][a-z0-9_]*)?\s*\(\s*"?workspace_id"?\s*[,)]`)
 )
 
 // TenantTracer fails the test on any statement that touches a tenant table
@@ -86,16 +89,25 @@ func (tr *TenantTracer) Violation(sql string) string {
 	if first := word.FindString(code); !rowStatements[strings.ToLower(first)] {
 		return "" // DDL and the like read and write no rows
 	}
+	needsFilter := false
 	for _, m := range word.FindAllStringIndex(code, -1) {
 		name := strings.ToLower(code[m[0]:m[1]])
-		if tr.tables[name] && (m[1] == len(code) || code[m[1]] != '.') && !slices.Contains(touched, name) {
+		if !tr.tables[name] || (m[1] < len(code) && code[m[1]] == '.') {
+			continue
+		}
+		if !slices.Contains(touched, name) {
 			touched = append(touched, name)
+		}
+		// An INSERT that fills workspace_id first needs no filter for its
+		// target; every other mention does.
+		if !(intoBefore.MatchString(code[:m[0]]) && workspaceColumnFirst.MatchString(code[m[1]:])) {
+			needsFilter = true
 		}
 	}
 	if len(touched) == 0 {
 		return ""
 	}
-	if tenantInsert.MatchString(sql) || filtersTenant(sql) {
+	if !needsFilter || filtersTenant(sql) {
 		tr.mu.Lock()
 		tr.seen++
 		tr.mu.Unlock()

@@ -28,6 +28,9 @@ func TestTenantTracerRule(t *testing.T) {
 		`SELECT * FROM users u, memberships m WHERE u.user_id = m.user_id`,
 		`TABLE memberships`,
 		"-- a comment first\nSELECT * FROM memberships",
+		`INSERT INTO memberships (user_id, workspace_id, role) VALUES ($1, $2, $3)`,
+		`WITH w AS (INSERT INTO workspaces (workspace_id, name) VALUES ($1, $2)) INSERT INTO memberships (user_id, role) VALUES ($3, 'owner')`,
+		`INSERT INTO workspaces (workspace_id, name) SELECT workspace_id, name FROM workspaces`,
 	} {
 		require.NotEmpty(t, tr.Violation(sql), sql)
 	}
@@ -42,6 +45,8 @@ func TestTenantTracerRule(t *testing.T) {
 		`SELECT memberships.role FROM memberships WHERE memberships.workspace_id = $1`,
 		`ALTER TABLE workspaces ADD COLUMN x int`,
 		`SELECT * FROM memberships WHERE $1 = memberships.workspace_id`,
+		`WITH w AS (INSERT INTO workspaces (workspace_id, name) VALUES ($1, $2) RETURNING name) INSERT INTO memberships AS m (workspace_id, user_id, role) VALUES ($1, $3, 'owner')`,
+		`INSERT INTO workspaces (workspace_id, name) SELECT $1, name FROM workspaces WHERE workspaces.workspace_id = $1`,
 	} {
 		require.Empty(t, tr.Violation(sql), sql)
 	}
