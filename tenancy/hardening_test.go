@@ -101,6 +101,26 @@ func TestCreateWorkspaceCancelledInHostTransaction(t *testing.T) {
 	require.True(t, reached, "the loop must reach an uncancelled run")
 }
 
+// A workspace and its owner go in one statement, so a host that checks its
+// constraints immediately can still create one.
+func TestCreateWorkspaceUnderImmediateConstraints(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	owner := newUser(t, db.Pool, "owner@example.com")
+	for _, pool := range []*pgxpool.Pool{db.AppPool(t), db.OwnerPool(t)} {
+		host, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		_, err = host.Exec(ctx, `SET CONSTRAINTS ALL IMMEDIATE`)
+		require.NoError(t, err)
+		ws, err := workspaces.Create(ctx, host, tenancy.CreateWorkspaceParams{Name: "Immediate", Owner: owner.ID})
+		require.NoError(t, err)
+		require.NoError(t, host.Commit(ctx))
+		_, err = members.Authorize(ctx, tenantOf(t, pool, ws.ID), tenancy.AuthorizeParams{User: owner.ID, MinRole: tenancy.RoleOwner})
+		require.NoError(t, err)
+	}
+}
+
 // cancelAfter is a tracer that cancels a context when the n-th statement
 // (or batch) is about to be sent, so that it is never sent.
 type cancelAfter struct {

@@ -68,13 +68,16 @@ func rowsOf(t *testing.T, raw *pgxpool.Pool, ids ...tenancy.WorkspaceID) []strin
 func TestTenantLeakSuite(t *testing.T) {
 	t.Parallel()
 	modes := []struct {
-		name string
-		app  bool // connect as the unprivileged application role (row-level security applies)
-		omit bool // drop the handle's own predicate
+		name  string
+		app   bool // connect as the unprivileged application role (row-level security applies)
+		owner bool // connect as the tables' owner, which the forced tables bind too
+		omit  bool // drop the handle's own predicate
 	}{
-		{name: "handle predicates, row-level security bypassed by the owner", app: false},
+		{name: "handle predicates, row-level security bypassed by a superuser", app: false},
 		{name: "row-level security alone", app: true, omit: true},
 		{name: "both", app: true},
+		{name: "the tables' owner (one role for everything), row-level security alone", owner: true, omit: true},
+		{name: "the tables' owner, both", owner: true},
 	}
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
@@ -84,13 +87,16 @@ func TestTenantLeakSuite(t *testing.T) {
 			raw := db.RawPool(t)
 			w := buildWorld(t, db.Pool)
 			pool := db.Pool
-			if mode.app {
+			switch {
+			case mode.app:
 				pool = db.AppPool(t)
+			case mode.owner:
+				pool = db.OwnerPool(t)
 			}
 			if mode.omit {
 				db.Tracer.Disable()
 			}
-			if !mode.app {
+			if !mode.app && !mode.owner {
 				var bypass bool
 				require.NoError(t, raw.QueryRow(ctx, `SELECT rolsuper OR rolbypassrls OR current_user = (SELECT tableowner FROM pg_tables WHERE tablename = 'memberships') FROM pg_roles WHERE rolname = current_user`).Scan(&bypass))
 				require.True(t, bypass, "this mode must test the handle without row-level security")

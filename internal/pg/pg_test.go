@@ -96,6 +96,9 @@ func TestMapError(t *testing.T) {
 	require.True(t, pg.IsRetryable(err))
 	_, err = db.Pool.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'busy' USING ERRCODE = '55P03'; END $$`)
 	require.ErrorIs(t, pg.MapError(err), pg.ErrLockNotAvailable)
+	_, err = db.Pool.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'no tenant' USING ERRCODE = 'MB001'; END $$`)
+	require.ErrorIs(t, pg.MapError(err), pg.ErrNoTenantContext)
+	require.Equal(t, pg.MapError(err), pg.MapError(pg.MapError(err)), "mapped once")
 
 	other := errors.New("other")
 	require.Equal(t, other, pg.MapError(other))

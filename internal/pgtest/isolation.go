@@ -27,15 +27,17 @@ type IsolationRole struct {
 	set string
 }
 
-// IsolationRoles are the roles every library statement is proven in: the
-// tables' owner with row-level security bypassed, where the handle alone
-// keeps tenants apart, and the application role, which row-level security
-// binds.
+// IsolationRoles are the roles every library statement is proven in: a
+// superuser, whom row-level security never binds, so that the handle alone
+// keeps tenants apart; the tables' owner, which the forced tables bind (the
+// one-role deployment); and the application role.
 func (db *DB) IsolationRoles(tb testing.TB) []IsolationRole {
 	tb.Helper()
-	db.AppPool(tb) // creates the role and grants it the tables; its pool stays unused
+	db.AppPool(tb)   // creates the role and grants it the tables; its pool stays unused
+	db.OwnerPool(tb) // likewise
 	return []IsolationRole{
-		{Name: "owner, row-level security bypassed"},
+		{Name: "superuser, row-level security bypassed"},
+		{Name: "the tables' owner", set: "SET LOCAL ROLE " + quote(OwnerRole())},
 		{Name: "application role", set: "SET LOCAL ROLE " + quote(AppRole())},
 	}
 }

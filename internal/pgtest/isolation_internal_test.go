@@ -57,9 +57,9 @@ func TestCheckIsolationCatchesLeaks(t *testing.T) {
 	require.Empty(t, check(`SELECT string_agg(name, ',') FROM workspaces WHERE workspace_id = $1`))
 
 	reads := check(`SELECT string_agg(name, ',' ORDER BY name) || $1::text FROM workspaces`)
-	require.Len(t, reads, 1, "the owner reads B and C; row-level security stops the application role: %v", reads)
+	require.Len(t, reads, 1, "the superuser reads B and C; row-level security stops the owner and the application role: %v", reads)
 	require.Contains(t, reads[0], "result depends on other workspaces' rows")
-	require.Contains(t, reads[0], "owner")
+	require.Contains(t, reads[0], "superuser")
 
 	writes := check(`WITH u AS (UPDATE workspaces SET name = name || '!' WHERE workspace_id <> $1 RETURNING 1) SELECT count(*)::text FROM u`)
 	require.NotEmpty(t, writes)
