@@ -52,22 +52,6 @@ var (
 // rlsNoTracer is for raw SQL that leaves out the tenant predicate on purpose.
 func rlsNoTracer(c *pgxpool.Config) { c.ConnConfig.Tracer = nil }
 
-func rlsUser(t *testing.T, db tenancy.DBTX, email string) tenancy.User {
-	t.Helper()
-	u, err := users.Create(context.Background(), db, tenancy.CreateUserParams{Email: email})
-	require.NoError(t, err)
-	return u
-}
-
-func rlsHandle(t *testing.T, db tenancy.DBTX, ws tenancy.WorkspaceID, opts ...tenancy.Option) *tenancy.Tenant {
-	t.Helper()
-	scope, err := tenancy.NewScope(ws)
-	require.NoError(t, err)
-	tn, err := tenancy.NewTenant(db, scope, opts...)
-	require.NoError(t, err)
-	return tn
-}
-
 // rlsTx runs fn in a transaction of db whose meterbase settings are
 // settings (name without the "meterbase." prefix), and rolls it back.
 func rlsTx(t *testing.T, db tenancy.DBTX, settings map[string]string, fn func(tx pgx.Tx)) {
@@ -123,11 +107,11 @@ func TestLastOwnerUnderForce(t *testing.T) {
 			raw := db.RawPool(t)
 			pool := role.pool(t, db)
 			users := tenancy.NewUsers(nil)
-			owner := rlsUser(t, pool, "owner@example.com")
-			second := rlsUser(t, pool, "second@example.com")
+			owner := newUser(t, pool, "owner@example.com")
+			second := newUser(t, pool, "second@example.com")
 			ws, err := workspaces.Create(ctx, pool, tenancy.CreateWorkspaceParams{Name: "Solo", Owner: owner.ID})
 			require.NoError(t, err)
-			tn := rlsHandle(t, pool, ws.ID)
+			tn := tenantOf(t, pool, ws.ID)
 			_, err = members.Add(ctx, tn, tenancy.AddMemberParams{User: second.ID, Role: tenancy.RoleMember})
 			require.NoError(t, err)
 			before := rlsRows(t, raw, ws.ID, owner.ID, second.ID)
@@ -169,11 +153,11 @@ func TestLastOwnerTriggerPutsBackTheSetting(t *testing.T) {
 			ctx := context.Background()
 			db := pgtest.NewDB(t)
 			pool := role.pool(t, db, rlsNoTracer)
-			a := rlsUser(t, db.Pool, "a@example.com")
-			b := rlsUser(t, db.Pool, "b@example.com")
+			a := newUser(t, db.Pool, "a@example.com")
+			b := newUser(t, db.Pool, "b@example.com")
 			ws, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Two owners", Owner: a.ID})
 			require.NoError(t, err)
-			_, err = members.Add(ctx, rlsHandle(t, db.Pool, ws.ID), tenancy.AddMemberParams{User: b.ID, Role: tenancy.RoleOwner})
+			_, err = members.Add(ctx, tenantOf(t, db.Pool, ws.ID), tenancy.AddMemberParams{User: b.ID, Role: tenancy.RoleOwner})
 			require.NoError(t, err)
 			other := tenancy.NewWorkspaceID().String()
 
@@ -204,7 +188,7 @@ func TestWorkspaceNeedsAnOwnerAtCommit(t *testing.T) {
 			db := pgtest.NewDB(t)
 			raw := db.RawPool(t)
 			pool := role.pool(t, db)
-			owner := rlsUser(t, db.Pool, "owner@example.com")
+			owner := newUser(t, db.Pool, "owner@example.com")
 			count := func(ws tenancy.WorkspaceID) int {
 				var n int
 				require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM workspaces WHERE workspace_id = $1`, ws).Scan(&n))
@@ -235,14 +219,14 @@ func TestWorkspaceNeedsAnOwnerAtCommit(t *testing.T) {
 			// The host's handle on workspaces: its one-statement
 			// transaction commits with the statement, and fails with it.
 			ws = tenancy.NewWorkspaceID()
-			_, err = rlsHandle(t, pool, ws).Insert(rlsHostWorkspaces).Columns("name").Values("no owner").Exec(ctx)
+			_, err = tenantOf(t, pool, ws).Insert(rlsHostWorkspaces).Columns("name").Values("no owner").Exec(ctx)
 			requireNoOwner(err)
 			require.Zero(t, count(ws))
 			// In the host's transaction the commit is where it fails.
 			ws = tenancy.NewWorkspaceID()
 			tx, err = pool.Begin(ctx)
 			require.NoError(t, err)
-			_, err = rlsHandle(t, tx, ws).Insert(rlsHostWorkspaces).Columns("name").Values("no owner").Exec(ctx)
+			_, err = tenantOf(t, tx, ws).Insert(rlsHostWorkspaces).Columns("name").Values("no owner").Exec(ctx)
 			require.NoError(t, err)
 			err = tx.Commit(ctx)
 			require.Equal(t, "23514", rlsSQLState(err), "%v", err)
@@ -250,7 +234,7 @@ func TestWorkspaceNeedsAnOwnerAtCommit(t *testing.T) {
 
 			// The owner after the workspace, in one transaction: fine.
 			ws = tenancy.NewWorkspaceID()
-			require.NoError(t, rlsHandle(t, pool, ws).InTx(ctx, func(tx *tenancy.Tenant) error {
+			require.NoError(t, tenantOf(t, pool, ws).InTx(ctx, func(tx *tenancy.Tenant) error {
 				if _, err := tx.Insert(rlsHostWorkspaces).Columns("name").Values("owned").Exec(ctx); err != nil {
 					return err
 				}
@@ -260,7 +244,7 @@ func TestWorkspaceNeedsAnOwnerAtCommit(t *testing.T) {
 			require.Equal(t, 1, count(ws))
 			// Inserted and deleted again before the commit: nothing to own.
 			ws = tenancy.NewWorkspaceID()
-			require.NoError(t, rlsHandle(t, pool, ws).InTx(ctx, func(tx *tenancy.Tenant) error {
+			require.NoError(t, tenantOf(t, pool, ws).InTx(ctx, func(tx *tenancy.Tenant) error {
 				if _, err := tx.Insert(rlsHostWorkspaces).Columns("name").Values("gone").Exec(ctx); err != nil {
 					return err
 				}
@@ -335,13 +319,13 @@ func TestUsersReachedThroughMemberships(t *testing.T) {
 			ctx := context.Background()
 			db := pgtest.NewDB(t)
 			pool := role.pool(t, db, rlsNoTracer)
-			a1 := rlsUser(t, db.Pool, "a1@example.com")
-			a2 := rlsUser(t, db.Pool, "a2@example.com")
-			b1 := rlsUser(t, db.Pool, "b1@example.com")
-			outsider := rlsUser(t, db.Pool, "outsider@example.com")
+			a1 := newUser(t, db.Pool, "a1@example.com")
+			a2 := newUser(t, db.Pool, "a2@example.com")
+			b1 := newUser(t, db.Pool, "b1@example.com")
+			outsider := newUser(t, db.Pool, "outsider@example.com")
 			wsA, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "A", Owner: a1.ID})
 			require.NoError(t, err)
-			_, err = members.Add(ctx, rlsHandle(t, db.Pool, wsA.ID), tenancy.AddMemberParams{User: a2.ID, Role: tenancy.RoleMember})
+			_, err = members.Add(ctx, tenantOf(t, db.Pool, wsA.ID), tenancy.AddMemberParams{User: a2.ID, Role: tenancy.RoleMember})
 			require.NoError(t, err)
 			_, err = workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "B", Owner: b1.ID})
 			require.NoError(t, err)
@@ -389,7 +373,7 @@ func TestUsersReachedThroughMemberships(t *testing.T) {
 			// The tenant handle lists its members with their emails, and
 			// adds a user it cannot see (the foreign key's check passes row
 			// security by), who then becomes visible to it.
-			tn := rlsHandle(t, pool, wsA.ID)
+			tn := tenantOf(t, pool, wsA.ID)
 			list, err := members.List(ctx, tn, tenancy.ListMembersParams{Page: tenancy.Page{}})
 			require.NoError(t, err)
 			require.Len(t, list.Items, 2)
@@ -439,7 +423,7 @@ func TestUsersRepositoryIsTheDirectory(t *testing.T) {
 			// In the host's transaction, with another tenant's context: the
 			// directory finds the user; the host's next statement is back
 			// in the tenant's context, and a value set before is put back.
-			other := rlsUser(t, db.Pool, "other@example.com")
+			other := newUser(t, db.Pool, "other@example.com")
 			ws, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Other's", Owner: other.ID})
 			require.NoError(t, err)
 			for _, before := range []string{"", "set by the host"} {

@@ -23,11 +23,11 @@ func newUser(t *testing.T, db tenancy.DBTX, email string) tenancy.User {
 	return u
 }
 
-func tenantOf(t *testing.T, db tenancy.DBTX, ws tenancy.WorkspaceID) *tenancy.Tenant {
+func tenantOf(t *testing.T, db tenancy.DBTX, ws tenancy.WorkspaceID, opts ...tenancy.Option) *tenancy.Tenant {
 	t.Helper()
 	scope, err := tenancy.NewScope(ws)
 	require.NoError(t, err)
-	tn, err := tenancy.NewTenant(db, scope)
+	tn, err := tenancy.NewTenant(db, scope, opts...)
 	require.NoError(t, err)
 	return tn
 }

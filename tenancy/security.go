@@ -3,7 +3,6 @@ package tenancy
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -141,7 +140,7 @@ SELECT r.rolname::text, r.rolsuper, r.rolbypassrls, t.name, c.oid IS NOT NULL,
 // tenant tables (DefineTable) are guarded by whatever policies the host
 // gave them. It changes nothing, and reads only the catalogs.
 func CheckRowLevelSecurity(ctx context.Context, db DBTX) (RowLevelSecurityReport, error) {
-	if isNil(db) {
+	if pg.IsNil(db) {
 		return RowLevelSecurityReport{}, &InvalidInputError{Field: "db", Reason: "is nil"}
 	}
 	rows, err := db.Query(ctx, checkRowLevelSecuritySQL, securedTables)
@@ -180,17 +179,4 @@ func CheckRowLevelSecurity(ctx context.Context, db DBTX) (RowLevelSecurityReport
 		report.Bound = report.Bound && t.Bound
 	}
 	return report, nil
-}
-
-// isNil reports whether db is nil, or a nil pointer (or other nil value)
-// in an interface, which would panic on first use rather than fail.
-func isNil(db DBTX) bool {
-	if db == nil {
-		return true
-	}
-	switch v := reflect.ValueOf(db); v.Kind() {
-	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan:
-		return v.IsNil()
-	}
-	return false
 }

@@ -140,13 +140,13 @@ func TestWithoutRowLevelSecurityOnABoundRoleFails(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
-	owner := rlsUser(t, db.Pool, "owner@example.com")
+	owner := newUser(t, db.Pool, "owner@example.com")
 	ws, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Acme", Owner: owner.ID})
 	require.NoError(t, err)
 
 	for _, role := range []rlsRole{rlsSuperuser, rlsOwner, rlsApp} {
 		pool := role.pool(t, db)
-		bare := rlsHandle(t, pool, ws.ID, tenancy.WithoutRowLevelSecurity())
+		bare := tenantOf(t, pool, ws.ID, tenancy.WithoutRowLevelSecurity())
 		calls := map[string]error{}
 		rows, err := bare.Select(rlsHostWorkspaces, "name").Where("true").Query(ctx)
 		if err == nil {
@@ -175,7 +175,7 @@ func TestWithoutRowLevelSecurityOnABoundRoleFails(t *testing.T) {
 		}
 
 		// The default handle sets the context with every statement.
-		got, err := workspaces.Get(ctx, rlsHandle(t, pool, ws.ID))
+		got, err := workspaces.Get(ctx, tenantOf(t, pool, ws.ID))
 		require.NoError(t, err, role.name)
 		require.Equal(t, ws.ID, got.ID)
 	}
@@ -221,7 +221,7 @@ func TestRawSQLWithoutContextFails(t *testing.T) {
 				}
 			}
 			check("empty tables", nil)
-			owner := rlsUser(t, db.Pool, "owner@example.com")
+			owner := newUser(t, db.Pool, "owner@example.com")
 			ws, err := workspaces.Create(ctx, db.Pool, tenancy.CreateWorkspaceParams{Name: "Acme", Owner: owner.ID})
 			require.NoError(t, err)
 			check("with rows", nil)
