@@ -47,13 +47,14 @@ func runsSQL(word string) bool {
 // whose effects outlive the statement or reach other sessions (session
 // advisory locks, one of which on the migration lock's key would stop every
 // later migration; pg_terminate_backend and pg_cancel_backend; pg_sleep;
-// pg_notify; reading files and statistics), and setval, which moves a
-// sequence for every session. The deny-list is by class (pg_*) rather than
+// pg_notify; reading files and statistics), setval, which moves a
+// sequence for every session, and setseed, which makes the connection's
+// next random() predictable to whoever uses it next. The deny-list is by class (pg_*) rather than
 // by name, so that a function added to a later Postgres is refused too. A
 // host that needs one wraps it in a function of its own, which is then its
 // own reviewed code. Only calls are refused: a column may be named lo_limit.
 func deniedCall(word string) bool {
-	return runsSQL(word) || strings.HasPrefix(word, "pg_") || word == "setval"
+	return runsSQL(word) || strings.HasPrefix(word, "pg_") || word == "setval" || word == "setseed"
 }
 
 // MaxFragmentBytes bounds one fragment (a predicate, a column, a SET
@@ -149,6 +150,12 @@ func scanFragment(what, sql string, bare bool) (placeholders int, err error) {
 			}
 			if queryWords[word] || (deniedCall(word) && nextIsCall(sql[j:])) {
 				return fail(fmt.Sprintf("contains %q; a fragment may not run a query, change settings or call the server's administration functions", word))
+			}
+			if word == "symmetric" {
+				// Postgres analyses each nested BETWEEN SYMMETRIC's operand
+				// four times, deaf to cancellation: a few hundred bytes
+				// keep a backend busy for seconds and gigabytes.
+				return fail("uses BETWEEN SYMMETRIC; write the two comparisons out")
 			}
 			if bare && depth == 0 && clauseWords[word] {
 				return fail(fmt.Sprintf("has %q outside parentheses, where it would begin a clause of its own", word))

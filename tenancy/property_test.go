@@ -40,7 +40,7 @@ func groupEnd(s string) int {
 
 // usersGate is what a join of users carries: a tenant reaches only its
 // own members.
-const usersGate = "EXISTS (SELECT 1 FROM memberships meterbase_gate WHERE meterbase_gate.workspace_id = $1 AND meterbase_gate.user_id = users.user_id)"
+const usersGate = "users.user_id IN (SELECT memberships.user_id FROM memberships WHERE memberships.workspace_id = $1)"
 
 // requireTenantHolds checks the shape of a rendered statement: the tenant
 // predicate comes first, and each caller predicate is one parenthesised

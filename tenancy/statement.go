@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -270,6 +271,11 @@ func lex(sql string) ([]token, []edit, error) {
 	if err := checkText(sql); err != nil {
 		return nil, nil, err
 	}
+	// Anywhere, literals included: in an E'...' string a backslash hides
+	// a quote, and Postgres and this reading would part ways there.
+	if strings.IndexByte(sql, '\\') >= 0 {
+		return nil, nil, unsafeSQL("hand-written SQL contains a backslash; pass such text as an argument")
+	}
 	var toks []token
 	// Comments are dropped from what is sent: an edit placed after a
 	// trailing line comment would otherwise be commented out with it.
@@ -282,8 +288,6 @@ func lex(sql string) ([]token, []edit, error) {
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
 			i++
 			continue
-		case c == '\\':
-			return nil, nil, unsafeSQL("hand-written SQL contains a backslash; pass such text as an argument")
 		case c == '$':
 			return nil, nil, unsafeSQL("hand-written SQL contains '$'; name parameters @like_this")
 		case c == ';':
@@ -325,7 +329,7 @@ func lex(sql string) ([]token, []edit, error) {
 			i += end + 2 // a doubled quote re-enters here as a new, empty one
 			kind, text := tokString, ""
 			if c == '"' {
-				kind, text = tokQuotedName, sql[start+1:i-1]
+				kind, text = tokQuotedName, identifier(sql[start+1:i-1])
 				if prev := lastToken(toks); prev != nil && prev.kind == tokQuotedName && prev.end == start {
 					return nil, nil, unsafeSQL("hand-written SQL has a quoted name with a doubled quote")
 				}
@@ -365,7 +369,7 @@ func lex(sql string) ([]token, []edit, error) {
 			if word == "u" && j < len(sql) && sql[j] == '&' {
 				return nil, nil, unsafeSQL("hand-written SQL contains a U& escape")
 			}
-			toks = append(toks, token{kind: tokWord, text: word, start: i, end: j, depth: depth})
+			toks = append(toks, token{kind: tokWord, text: identifier(word), start: i, end: j, depth: depth})
 			i = j
 			continue
 		case c >= '0' && c <= '9':
@@ -400,6 +404,20 @@ func lex(sql string) ([]token, []edit, error) {
 		return nil, nil, unsafeSQL("hand-written SQL leaves a parenthesis open")
 	}
 	return toks, comments, nil
+}
+
+// identifier is a name as Postgres keeps it: cut to 63 bytes
+// (NAMEDATALEN - 1), so that a longer word cannot name a table unseen.
+func identifier(name string) string {
+	const maxIdentifier = 63
+	if len(name) <= maxIdentifier {
+		return name
+	}
+	cut := maxIdentifier
+	for cut > 0 && !utf8.RuneStart(name[cut]) {
+		cut--
+	}
+	return name[:cut]
 }
 
 func lastToken(toks []token) *token {
@@ -452,21 +470,65 @@ var notAlias = map[string]bool{
 	"tablesample": true, "values": true, "select": true, "default": true, "overriding": true,
 }
 
-// alias returns the alias written after the table reference at i (and the
-// index of its last token), or "" and i.
+// alias returns the alias written after the table reference at i, as it
+// is spelt in the source (a quoted one with its quotes, so that a filter
+// written with it names the same thing), and the index of its last token;
+// or "" and i.
 func (r *rewriter) alias(i int) (string, int) {
 	next := r.tok(i + 1)
 	if next.kind == tokWord && next.text == "as" {
 		a := r.tok(i + 2)
 		if a.kind == tokWord || a.kind == tokQuotedName {
-			return a.text, i + 2
+			return r.src[a.start:a.end], i + 2
 		}
 		return "", i
 	}
 	if (next.kind == tokWord && !notAlias[next.text]) || next.kind == tokQuotedName {
-		return next.text, i + 1
+		return r.src[next.start:next.end], i + 1
 	}
 	return "", i
+}
+
+// startsStatement reports whether the token at i begins a statement: the
+// first token, or the first of a CTE's body (after "AS (" or "AS
+// [NOT] MATERIALIZED ("), or the one after the parenthesis that closes
+// such a body (the main statement of a WITH). A write verb anywhere else
+// (a column labelled "delete", say) is no write: deciding by the words just
+// before a table would take it for one.
+func (r *rewriter) startsStatement(i int) bool {
+	if i == 0 {
+		return true
+	}
+	open := i - 1
+	if r.isPunct(i-1, ")") {
+		open = r.matching(i - 1)
+		if open < 0 {
+			return false
+		}
+		// The body just closed must be a CTE's, and what follows it the
+		// main statement, not another CTE.
+		if !r.opensCTEBody(open) {
+			return false
+		}
+		return true
+	}
+	return r.isPunct(open, "(") && r.opensCTEBody(open)
+}
+
+// opensCTEBody reports whether the parenthesis at open begins a CTE's body.
+func (r *rewriter) opensCTEBody(open int) bool {
+	return r.isWord(open-1, "as") || (r.isWord(open-1, "materialized") && (r.isWord(open-2, "as") || r.isWord(open-2, "not") && r.isWord(open-3, "as")))
+}
+
+// matching returns the index of the "(" that the ")" at close closes.
+func (r *rewriter) matching(close int) int {
+	depth := r.toks[close].depth
+	for j := close - 1; j >= 0; j-- {
+		if r.isPunct(j, "(") && r.toks[j].depth == depth {
+			return j
+		}
+	}
+	return -1
 }
 
 func prepare(sql string) (*Statement, error) {
@@ -530,10 +592,20 @@ func (r *rewriter) checkWord(i int) error {
 		// their most common values); a tenant's statement has no business
 		// there, nor with the server's administration functions.
 		return unsafeSQL("hand-written SQL may not name %s", w)
-	case w == "into" && !r.isWord(i-1, "insert"):
+	case (w == "insert" || w == "delete") && !r.startsStatement(i),
+		w == "update" && !r.startsStatement(i) && !r.isWord(i-1, "do", "for", "key"):
+		// A write verb that begins no statement is a name (a column
+		// label); taking it for a write would misplace the tenant's filter.
+		return unsafeSQL("hand-written SQL may use %s only to begin a statement", strings.ToUpper(w))
+	case w == "into" && !(r.isWord(i-1, "insert") && r.startsStatement(i-1)):
 		// SELECT ... INTO creates a table: a temporary one named like a
-		// tenant table would stand in for it on the connection.
+		// tenant table (or a global catalog) would stand in for it on the
+		// connection.
 		return unsafeSQL("hand-written SQL may not SELECT ... INTO")
+	case w == "temp" || w == "temporary" || w == "unlogged":
+		return unsafeSQL("hand-written SQL may not create tables")
+	case w == "symmetric":
+		return unsafeSQL("hand-written SQL may not use BETWEEN SYMMETRIC, which Postgres analyses in time exponential in its nesting")
 	case w == "current" && r.isWord(i+1, "of"):
 		return unsafeSQL("hand-written SQL may not use WHERE CURRENT OF")
 	case w == "only" && r.tok(i+1).kind == tokMacro:
@@ -592,13 +664,18 @@ func (r *rewriter) macro(i int) error {
 		r.withUser = true
 	}
 	r.tables = append(r.tables, table.name)
+	if r.isPunct(i+1, "*") {
+		return unsafeSQL("hand-written SQL may not follow {%s} with *", t.text)
+	}
 	switch {
-	case r.isWord(i-1, "into") && r.isWord(i-2, "insert"):
+	case r.isWord(i-1, "into") && r.isWord(i-2, "insert") && r.startsStatement(i-2):
 		return r.insertTarget(i, table)
-	case r.isWord(i-1, "update"):
+	case r.isWord(i-1, "update") && r.startsStatement(i-1):
 		return r.writeTarget(i, table, "update")
-	case r.isWord(i-1, "from") && r.isWord(i-2, "delete"):
+	case r.isWord(i-1, "from") && r.isWord(i-2, "delete") && r.startsStatement(i-2):
 		return r.writeTarget(i, table, "delete")
+	case r.isWord(i-1, "into", "update") || r.isWord(i-1, "from") && r.isWord(i-2, "delete"):
+		return unsafeSQL("hand-written SQL writes {%s} where no statement begins", t.text)
 	}
 	ref := table.name
 	text := "(SELECT * FROM " + table.name + " WHERE " + tenantFilter(table, table.name) + ")"
@@ -643,7 +720,10 @@ scan:
 			switch tj.text {
 			case "set":
 				inSet = verb == "update"
-			case "from", "where", "returning":
+			case "from":
+				// IS [NOT] DISTINCT FROM stays in the SET list.
+				inSet = inSet && r.isWord(j-1, "distinct")
+			case "where", "returning":
 				inSet = false
 			}
 			if tj.text == "where" && where < 0 {
@@ -728,10 +808,41 @@ func (r *rewriter) insertTarget(i int, table Table) error {
 				inSet = true
 			case "where", "returning":
 				inSet = false
+			case "conflict":
+				if err := r.conflictTarget(j, table); err != nil {
+					return err
+				}
 			}
 		}
 		if inSet && tj.depth <= depth+1 && (tj.kind == tokWord || tj.kind == tokQuotedName) && table.isTenantColumn(tj.text) {
 			return unsafeSQL("hand-written SQL may not set %s of %s; it belongs to the tenant", tj.text, table.name)
+		}
+	}
+	return nil
+}
+
+// conflictTarget checks the arbiter of an INSERT INTO {table}'s ON
+// CONFLICT at j: it must begin with the tenant columns, as every unique key
+// of a tenant table does, so that a conflict can only be with the tenant's
+// own row (a key unique across tenants would let DO UPDATE rewrite, and
+// RETURNING show, another tenant's row). ON CONSTRAINT names no columns to
+// check; DO NOTHING without an arbiter changes no row.
+func (r *rewriter) conflictTarget(j int, table Table) error {
+	switch {
+	case r.isWord(j+1, "on") && r.isWord(j+2, "constraint"):
+		return unsafeSQL("hand-written SQL may not use ON CONFLICT ON CONSTRAINT with {%s}; name the columns, tenant columns first", table.name)
+	case r.isWord(j+1, "do"):
+		if r.isWord(j+2, "nothing") {
+			return nil
+		}
+		return unsafeSQL("hand-written SQL must name the conflict columns of {%s}, tenant columns first", table.name)
+	case !r.isPunct(j+1, "("):
+		return unsafeSQL("hand-written SQL has an ON CONFLICT it cannot read")
+	}
+	for k, c := range table.tenantColumns() {
+		if tok := r.tok(j + 2 + 2*k); !((tok.kind == tokWord || tok.kind == tokQuotedName) && tok.text == c) ||
+			!(r.isPunct(j+3+2*k, ",") || r.isPunct(j+3+2*k, ")")) {
+			return unsafeSQL("hand-written SQL's ON CONFLICT of {%s} must begin with %s", table.name, strings.Join(table.tenantColumns(), ", "))
 		}
 	}
 	return nil

@@ -120,7 +120,7 @@ func TestPrepareExpands(t *testing.T) {
 		{`INSERT INTO {memberships} AS m (user_id, role) SELECT user_id, 'member' FROM {memberships} WHERE role = 'owner'`,
 			`INSERT INTO memberships AS m (workspace_id, user_id, role) SELECT $1, user_id, 'member' FROM (SELECT * FROM memberships WHERE memberships.workspace_id = $1) AS memberships WHERE role = 'owner'`},
 		{`SELECT email FROM {users} WHERE user_id = @u`,
-			`SELECT email FROM (SELECT * FROM users WHERE EXISTS (SELECT 1 FROM memberships meterbase_gate WHERE meterbase_gate.workspace_id = $1 AND meterbase_gate.user_id = users.user_id)) AS users WHERE user_id = $2`},
+			`SELECT email FROM (SELECT * FROM users WHERE users.user_id IN (SELECT memberships.user_id FROM memberships WHERE memberships.workspace_id = $1)) AS users WHERE user_id = $2`},
 		{`SELECT @a, @b, @a, @workspace_id FROM {workspaces} WHERE a <@ b`,
 			`SELECT $2, $3, $2, $1 FROM (SELECT * FROM workspaces WHERE workspaces.workspace_id = $1) AS workspaces WHERE a <@ b`},
 	}

@@ -95,6 +95,10 @@ func (t Table) As(alias string) Table {
 		t.err = fmt.Errorf("%w: alias %q of table %s is not a lower-case SQL identifier", ErrUnsafeSQL, alias, t.name)
 		return t
 	}
+	if strings.HasPrefix(alias, "meterbase_") {
+		t.err = fmt.Errorf("%w: alias %q of table %s: names beginning meterbase_ are the library's", ErrUnsafeSQL, alias, t.name)
+		return t
+	}
 	t.alias = alias
 	return t
 }
@@ -148,9 +152,11 @@ func (t Table) isTenantColumn(column string) bool {
 // every user of the platform. A join of one (under any Table value of that
 // name) carries the gate, and hand-written SQL must write it {users}.
 var memberGates = map[string]func(ref string) string{
+	// No alias inside: the subquery's own memberships is the nearest one
+	// whatever the outer statement calls its tables, so no caller's alias
+	// can stand in for it.
 	"users": func(ref string) string {
-		return "EXISTS (SELECT 1 FROM memberships meterbase_gate WHERE meterbase_gate.workspace_id = " + workspaceParam +
-			" AND meterbase_gate.user_id = " + ref + ".user_id)"
+		return ref + ".user_id IN (SELECT memberships.user_id FROM memberships WHERE memberships.workspace_id = " + workspaceParam + ")"
 	},
 }
 

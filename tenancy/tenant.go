@@ -175,7 +175,7 @@ func (t *Tenant) InTx(ctx context.Context, fn func(tx *Tenant) error) error {
 	if err := t.usable(); err != nil {
 		return err
 	}
-	var fnErr error
+	fnFailed := false
 	err := pg.InTx(ctx, t.db, func(tx pgx.Tx) error {
 		inner := *t
 		inner.db = tx
@@ -194,8 +194,9 @@ func (t *Tenant) InTx(ctx context.Context, fn func(tx *Tenant) error) error {
 			}
 			inner.contextSet = true
 		}
-		if fnErr = fn(&inner); fnErr != nil {
-			return fnErr
+		if err := fn(&inner); err != nil {
+			fnFailed = true
+			return err
 		}
 		// A savepoint's settings survive its release into the host's
 		// transaction; a failed one is rolled back with them.
@@ -206,8 +207,11 @@ func (t *Tenant) InTx(ctx context.Context, fn func(tx *Tenant) error) error {
 		}
 		return nil
 	})
-	if err != nil && err == fnErr {
-		return err // the caller's own, as it made it
+	// The caller's own error comes back as it made it (compared by a flag:
+	// an error of an uncomparable type would panic under ==), unless the
+	// rollback added to it.
+	if fnFailed && !pg.RollbackFailed(err) {
+		return err
 	}
 	return mapError(err)
 }

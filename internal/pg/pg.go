@@ -7,7 +7,6 @@ package pg
 import (
 	"context"
 	"errors"
-	"fmt"
 	"reflect"
 	"time"
 
@@ -75,7 +74,7 @@ func InTx(ctx context.Context, db DBTX, fn func(tx pgx.Tx) error) (err error) {
 			if conn := tx.Conn(); conn != nil && !conn.IsClosed() {
 				_ = conn.PgConn().Conn().Close()
 			}
-			err = errors.Join(err, fmt.Errorf("roll back (the connection was closed): %w", rerr))
+			err = errors.Join(err, &rollbackError{err: rerr})
 		}
 	}()
 	if err = fn(tx); err != nil {
@@ -88,6 +87,22 @@ func InTx(ctx context.Context, db DBTX, fn func(tx pgx.Tx) error) (err error) {
 	}
 	done = true
 	return nil
+}
+
+// rollbackError is a rollback that failed, after which the connection was
+// closed.
+type rollbackError struct{ err error }
+
+func (e *rollbackError) Error() string {
+	return "roll back (the connection was closed): " + e.err.Error()
+}
+
+func (e *rollbackError) Unwrap() error { return e.err }
+
+// RollbackFailed reports whether err says that InTx could not roll back.
+func RollbackFailed(err error) bool {
+	var rb *rollbackError
+	return errors.As(err, &rb)
 }
 
 // IsNil reports whether db is nil, typed nil included (a nil *pgxpool.Pool

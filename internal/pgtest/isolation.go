@@ -81,36 +81,65 @@ func (db *DB) checkIsolation(tb testing.TB, rep reporter, mine uuid.UUID, others
 					rep.Fatalf("pgtest: isolation (%s): %s: %v", role.Name, sql, err)
 				}
 			}
+			// The tables are read now, not at NewDB: a test may add its own.
+			tables := tenantTablesOf(rep, tx)
 			as := func() (any, string) {
 				rep.Helper()
 				exec("SAVEPOINT pgtest_isolation")
 				if role.set != "" {
 					exec(role.set)
 				}
+				state := sessionState(rep, tx)
 				got, err := run(ctx, tx)
 				msg := ""
 				if err != nil {
 					msg = err.Error()
 					exec("ROLLBACK TO SAVEPOINT pgtest_isolation")
 				}
+				// What outlives a call on its connection: settings (the
+				// operator's reach left on in a host's transaction, a session
+				// setting), session advisory locks, temporary tables.
+				if after := sessionState(rep, tx); after != state {
+					rep.Errorf("pgtest: isolation (%s): the call left state on its connection:\nbefore %s\nafter  %s", role.Name, state, after)
+				}
+				exec("SELECT pg_advisory_unlock_all()")
 				exec("RESET ROLE")
 				return got, msg
 			}
 
-			before := db.snapshot(rep, tx, others)
+			// The users who belong to no workspace of mine's, as they are now:
+			// a call may make one a member, never read or change one.
+			var outsiders []uuid.UUID
+			rows, err := tx.Query(ctx, isolationMarker+`SELECT user_id FROM users WHERE user_id NOT IN (SELECT user_id FROM memberships WHERE workspace_id = $1)`, mine)
+			if err == nil {
+				outsiders, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+			}
+			if err != nil {
+				rep.Fatalf("pgtest: isolation: list users: %v", err)
+			}
+
+			before := snapshot(rep, tx, tables, others, outsiders)
 			got, gotErr := as()
-			if after := db.snapshot(rep, tx, others); after != before {
+			if after := snapshot(rep, tx, tables, others, outsiders); after != before {
 				rep.Errorf("pgtest: isolation (%s): the call changed rows of other workspaces:\nbefore %s\nafter  %s", role.Name, before, after)
 			}
 			exec("ROLLBACK TO SAVEPOINT pgtest_isolation")
 
-			// Without the others' rows; triggers (an append-only journal's,
-			// say) and foreign keys are off for this one delete.
+			// Without the others' rows, and with the outsiders' names and
+			// emails changed (they must stay: a call may add one as a
+			// member); triggers (an append-only journal's, say) and foreign
+			// keys are off for this one delete. The statistics are taken
+			// again, so that pg_stats no longer knows the others' values
+			// either.
 			exec("SET LOCAL session_replication_role = replica")
-			for _, table := range db.Tracer.tenantTables() {
+			for _, table := range tables {
 				exec("DELETE FROM "+quote(table)+" WHERE workspace_id = ANY($1)", others)
 			}
+			exec(`UPDATE users SET email = 'outsider-' || user_id || '@example.invalid', display_name = 'outsider' WHERE user_id = ANY($1)`, outsiders)
 			exec("SET LOCAL session_replication_role = origin")
+			for _, table := range append(tables, "users") {
+				exec("ANALYZE " + quote(table))
+			}
 			alone, aloneErr := as()
 			if gotErr != aloneErr {
 				rep.Errorf("pgtest: isolation (%s): the call's error depends on other workspaces' rows: %q with them, %q without", role.Name, gotErr, aloneErr)
@@ -122,20 +151,51 @@ func (db *DB) checkIsolation(tb testing.TB, rep reporter, mine uuid.UUID, others
 	}
 }
 
-// snapshot renders every tenant table's rows of the workspaces given, as
-// one string that changes with any of them.
-func (db *DB) snapshot(tb reporter, tx pgx.Tx, workspaces []uuid.UUID) string {
-	tb.Helper()
-	var out string
-	for _, table := range db.Tracer.tenantTables() {
-		var sum string
-		err := tx.QueryRow(context.Background(), isolationMarker+
-			`SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM `+quote(table)+` t WHERE workspace_id = ANY($1)`,
-			workspaces).Scan(&sum)
-		if err != nil {
-			tb.Fatalf("pgtest: isolation: snapshot %s: %v", table, err)
-		}
-		out += table + "=" + sum + " "
+// tenantTablesOf lists the tables with a workspace_id column, as they are
+// now.
+func tenantTablesOf(rep reporter, tx pgx.Tx) []string {
+	rows, err := tx.Query(context.Background(), isolationMarker+
+		`SELECT DISTINCT table_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND column_name = 'workspace_id' ORDER BY 1`)
+	if err != nil {
+		rep.Fatalf("pgtest: isolation: list tenant tables: %v", err)
 	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		rep.Fatalf("pgtest: isolation: list tenant tables: %v", err)
+	}
+	return names
+}
+
+// sessionState renders what a call could leave behind on its connection.
+func sessionState(rep reporter, tx pgx.Tx) string {
+	var state string
+	err := tx.QueryRow(context.Background(), isolationMarker+`SELECT concat_ws(' | ',
+		(SELECT string_agg(name || '=' || coalesce(current_setting(name, true), ''), ',' ORDER BY name)
+		   FROM unnest(ARRAY['meterbase.workspace_id', 'meterbase.user_id', 'meterbase.operator', 'meterbase.directory']) AS name),
+		(SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_settings WHERE source = 'session'),
+		(SELECT 'advisory locks ' || count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'),
+		(SELECT 'temporary tables ' || count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()))`).Scan(&state)
+	if err != nil {
+		rep.Fatalf("pgtest: isolation: read session state: %v", err)
+	}
+	return state
+}
+
+// snapshot renders every tenant table's rows of the workspaces given, and
+// the outsiders' user rows, as one string that changes with any of them.
+func snapshot(rep reporter, tx pgx.Tx, tables []string, workspaces, outsiders []uuid.UUID) string {
+	rep.Helper()
+	var out string
+	read := func(what, sql string, args ...any) {
+		var sum string
+		if err := tx.QueryRow(context.Background(), isolationMarker+sql, args...).Scan(&sum); err != nil {
+			rep.Fatalf("pgtest: isolation: snapshot %s: %v", what, err)
+		}
+		out += what + "=" + sum + " "
+	}
+	for _, table := range tables {
+		read(table, `SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM `+quote(table)+` t WHERE workspace_id = ANY($1)`, workspaces)
+	}
+	read("users", `SELECT count(*) || ':' || coalesce(md5(string_agg(u::text, '|' ORDER BY u::text)), '') FROM users u WHERE user_id = ANY($1)`, outsiders)
 	return out
 }

@@ -49,7 +49,11 @@ func TestCheckIsolationCatchesLeaks(t *testing.T) {
 				return nil, err
 			}
 			var got string
-			err := tx.QueryRow(ctx, isolationMarker+sql, ws[0]).Scan(&got)
+			if err := tx.QueryRow(ctx, isolationMarker+sql, ws[0]).Scan(&got); err != nil {
+				return nil, err
+			}
+			// Put back the context, as a call in a host's transaction must.
+			_, err := tx.Exec(ctx, isolationMarker+`SELECT set_config('meterbase.workspace_id', '', true)`)
 			return got, err
 		})
 		return r.errors

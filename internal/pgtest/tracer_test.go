@@ -31,6 +31,7 @@ func TestTenantTracerRule(t *testing.T) {
 		`INSERT INTO memberships (user_id, workspace_id, role) VALUES ($1, $2, $3)`,
 		`WITH w AS (INSERT INTO workspaces (workspace_id, name) VALUES ($1, $2)) INSERT INTO memberships (user_id, role) VALUES ($3, 'owner')`,
 		`INSERT INTO workspaces (workspace_id, name) SELECT workspace_id, name FROM workspaces`,
+		`SELECT E'\'', (SELECT count(*) FROM memberships) --' WHERE workspace_id = $1`,
 	} {
 		require.NotEmpty(t, tr.Violation(sql), sql)
 	}
