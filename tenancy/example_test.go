@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meterbase/meterbase/internal/pgtest"
@@ -190,4 +191,99 @@ func exampleTenant(ctx context.Context, pool *pgxpool.Pool, name string) *tenanc
 		panic(err)
 	}
 	return tn
+}
+
+// A repository of a package of its own, built on the public surface alone,
+// as credits and usage are: a tenant table, an id kind, prepared SQL and a
+// cursor-paginated list. (Here the host's notes table.)
+type noteKind struct{}
+
+func (noteKind) IDKind() string { return "note" }
+
+// NoteID identifies a note.
+type NoteID = tenancy.ID[noteKind]
+
+type Note struct {
+	ID   NoteID `json:"id"`
+	Body string `json:"body"`
+}
+
+// Notes is the repository: made once, shared, the tenant per call.
+type Notes struct{}
+
+var addNote = tenancy.MustPrepare("notes.add",
+	`INSERT INTO {notes} (note_id, body) VALUES (@id, @body) RETURNING note_id, body`)
+
+var listNotes = tenancy.MustPrepare("notes.list", `
+	SELECT note_id, body FROM {notes}
+	WHERE @after::uuid IS NULL OR note_id > @after
+	ORDER BY note_id LIMIT @limit`)
+
+func (Notes) Add(ctx context.Context, t *tenancy.Tenant, body string) (Note, error) {
+	var n Note
+	err := t.QueryRow(ctx, addNote, tenancy.Args{"id": tenancy.NewID[noteKind](), "body": body}).Scan(&n.ID, &n.Body)
+	return n, err
+}
+
+func (Notes) List(ctx context.Context, t *tenancy.Tenant, page tenancy.Page) (tenancy.List[Note], error) {
+	q, err := page.Query(t, "example.notes")
+	if err != nil {
+		return tenancy.List[Note]{}, err
+	}
+	var after any
+	if q.After != nil {
+		after = q.After.ID
+	}
+	rows, err := t.Query(ctx, listNotes, tenancy.Args{"after": after, "limit": q.Limit + 1})
+	if err != nil {
+		return tenancy.List[Note]{}, err
+	}
+	notes, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Note])
+	if err != nil {
+		return tenancy.List[Note]{}, err
+	}
+	return tenancy.Paginate(t, "example.notes", q, notes, func(n Note) tenancy.Keyset { return tenancy.Keyset{ID: n.ID.UUID()} }), nil
+}
+
+func Example_ownRepository() {
+	ctx := context.Background()
+	pool := exampleDatabase()
+	if _, err := pool.Exec(ctx, `CREATE TABLE notes (
+		workspace_id uuid NOT NULL REFERENCES workspaces ON DELETE CASCADE,
+		note_id uuid NOT NULL, body text NOT NULL, PRIMARY KEY (workspace_id, note_id))`); err != nil {
+		panic(err)
+	}
+	acme, globex := exampleTenant(ctx, pool, "Acme"), exampleTenant(ctx, pool, "Globex")
+	var notes Notes
+	for _, body := range []string{"one", "two", "three"} {
+		if _, err := notes.Add(ctx, acme, body); err != nil {
+			panic(err)
+		}
+	}
+	if _, err := notes.Add(ctx, globex, "Globex's own"); err != nil {
+		panic(err)
+	}
+	page := tenancy.Page{Limit: 2}
+	for {
+		list, err := notes.List(ctx, acme, page)
+		if err != nil {
+			panic(err)
+		}
+		for _, n := range list.Items {
+			fmt.Println(n.Body)
+		}
+		if list.Next == "" {
+			break
+		}
+		page.Cursor = list.Next
+	}
+	// A cursor of Acme's list means nothing to Globex.
+	first, _ := notes.List(ctx, acme, tenancy.Page{Limit: 1})
+	_, err := notes.List(ctx, globex, tenancy.Page{Limit: 1, Cursor: first.Next})
+	fmt.Println(errors.Is(err, tenancy.ErrInvalidCursor))
+	// Output:
+	// one
+	// two
+	// three
+	// true
 }
