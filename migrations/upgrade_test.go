@@ -191,6 +191,12 @@ func checkVersion5(ctx context.Context, pool *pgxpool.Pool) error {
 	if renamed != 1 {
 		return fmt.Errorf("its tenant renamed %d ownerless workspace(s), want 1", renamed)
 	}
+	var moved int
+	err = as(map[string]string{"meterbase.workspace_id": ws1},
+		`WITH r AS (UPDATE workspaces SET workspace_id = gen_random_uuid() RETURNING 1) SELECT count(*) FROM r`, &moved)
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.ConstraintName != "workspaces_id_is_fixed" {
+		return fmt.Errorf("a workspace's id changed: got %v, want workspaces_id_is_fixed", err)
+	}
 	var n int
 	err = as(nil, `SELECT count(*) FROM workspaces`, &n)
 	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "MB001" {

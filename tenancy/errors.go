@@ -91,6 +91,9 @@ type ConstraintError = pg.ConstraintError
 
 // mapError translates a driver error, keeping whatever wrapped it.
 func mapError(err error) error {
+	if errors.Is(err, pg.ErrRawTransaction) {
+		return &InvalidInputError{Field: "db", Reason: pg.ErrRawTransaction.Error()}
+	}
 	err = pg.MapError(err)
 	switch {
 	case err == pg.ErrNoRows:

@@ -30,10 +30,13 @@ var queryWords = map[string]bool{
 // nor hand-written SQL may call one.
 func runsSQL(word string) bool {
 	switch word {
-	case "set_config", "ts_stat", "ts_rewrite", "pg_relation_filepath", "pg_stat_file":
+	case "set_config", "ts_stat", "ts_rewrite", "pg_relation_filepath", "pg_stat_file",
+		// Extensions' functions that run SQL given as text or read a table
+		// by name: tablefunc's, xml2's, pgrowlocks', pgstattuple's.
+		"connectby", "xpath_table", "pgrowlocks":
 		return true
 	}
-	for _, prefix := range []string{"dblink", "pg_read_", "pg_ls_", "lo_", "pg_stat_get_"} {
+	for _, prefix := range []string{"dblink", "pg_read_", "pg_ls_", "lo_", "pg_stat_get_", "crosstab", "pgstat"} {
 		if strings.HasPrefix(word, prefix) {
 			return true
 		}

@@ -59,6 +59,13 @@ func Detached(ctx context.Context) (context.Context, context.CancelFunc) {
 // host's transaction cannot go on to commit part of fn's work (pgx closes
 // it itself when a top-level rollback fails; a savepoint's is closed here).
 func InTx(ctx context.Context, db DBTX, fn func(tx pgx.Tx) error) (err error) {
+	// pgx does not know of a transaction begun on a *pgx.Conn with a raw
+	// BEGIN: its Begin would send a BEGIN of its own (a warning, not an
+	// error) and the COMMIT after fn would commit the host's transaction
+	// with it. Refused: the host passes the pgx.Tx of conn.Begin instead.
+	if conn, ok := db.(*pgx.Conn); ok && conn.PgConn().TxStatus() != 'I' {
+		return ErrRawTransaction
+	}
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		return err
@@ -88,6 +95,10 @@ func InTx(ctx context.Context, db DBTX, fn func(tx pgx.Tx) error) (err error) {
 	done = true
 	return nil
 }
+
+// ErrRawTransaction is a *pgx.Conn lent inside a transaction begun with a
+// raw BEGIN, which pgx does not know of.
+var ErrRawTransaction = errors.New("the *pgx.Conn is inside a transaction begun with a raw BEGIN, which pgx cannot nest in; pass the pgx.Tx of conn.Begin instead")
 
 // rollbackError is a rollback that failed, after which the connection was
 // closed.

@@ -1,4 +1,4 @@
--- changes: turns FORCE ROW LEVEL SECURITY off on users, workspaces and memberships and row security off on users, drops the users policies, the deferred owner check on workspaces and the MB001 function, and puts back the version-4 tenant helper and the version-3 last-owner trigger function.
+-- changes: turns FORCE ROW LEVEL SECURITY off on users, workspaces and memberships and row security off on users, drops the users policies, the deferred owner check and the fixed-id trigger on workspaces and the MB001 function, and puts back the version-4 tenant helper and the version-3 last-owner trigger function.
 -- locks: ACCESS EXCLUSIVE on users, then workspaces, then memberships, until the file commits (moments; no scan; reads and writes to the three tables wait).
 -- rewrites: none.
 -- scans: none.
@@ -18,6 +18,8 @@ DROP POLICY users_directory ON users;
 
 DROP TRIGGER workspaces_have_an_owner ON workspaces;
 DROP FUNCTION meterbase_workspace_has_an_owner();
+DROP TRIGGER workspaces_id_is_fixed ON workspaces;
+DROP FUNCTION meterbase_workspace_id_is_fixed();
 
 -- Version 4's helper, word for word: its text is what a version-4 schema
 -- compares equal on.

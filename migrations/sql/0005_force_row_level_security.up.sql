@@ -1,4 +1,4 @@
--- changes: forces row-level security on workspaces and memberships, and enables and forces it on users, so that the tables' owner is bound by the policies too (superusers and BYPASSRLS roles still are not); a bound role whose transaction sets none of meterbase.workspace_id, meterbase.operator, meterbase.directory now gets an error (SQLSTATE MB001) where it got no rows; users gets policies (a tenant reads its own members and the user it acts as, the operator reads every user, and only the meterbase.directory setting reads and writes the directory); the last-owner trigger sets the tenant setting for its own queries; a deferred constraint trigger refuses, at commit, a new workspace without an owner.
+-- changes: forces row-level security on workspaces and memberships, and enables and forces it on users, so that the tables' owner is bound by the policies too (superusers and BYPASSRLS roles still are not); a bound role whose transaction sets none of meterbase.workspace_id, meterbase.operator, meterbase.directory now gets an error (SQLSTATE MB001) where it got no rows; users gets policies (a tenant reads its own members and the user it acts as, the operator reads every user, and only the meterbase.directory setting reads and writes the directory); the last-owner trigger sets the tenant setting for its own queries; a deferred constraint trigger refuses, at commit, a new workspace without an owner; a trigger refuses any change of a workspace's id.
 -- locks: ACCESS EXCLUSIVE on users, then workspaces, then memberships, until the file commits (moments; no scan; reads and writes to the three tables wait).
 -- rewrites: none.
 -- scans: none; existing workspaces without an owner are left as they are, and the policies apply to later queries only.
@@ -154,6 +154,27 @@ CREATE CONSTRAINT TRIGGER workspaces_have_an_owner
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION meterbase_workspace_has_an_owner();
 
+-- A workspace's id is its tenant key in every table, and both owner rules
+-- look a workspace up by it: an id changed in the same statement as its
+-- owners' removal (or after an ownerless insert) slipped past both. It
+-- never changes. (Nothing here reads a table, so the function runs as the
+-- caller.)
+CREATE FUNCTION meterbase_workspace_id_is_fixed() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF NEW.workspace_id IS DISTINCT FROM OLD.workspace_id THEN
+        RAISE EXCEPTION 'a workspace''s id never changes (% to %)', OLD.workspace_id, NEW.workspace_id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'workspaces_id_is_fixed', TABLE = 'workspaces';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER workspaces_id_is_fixed
+    BEFORE UPDATE OF workspace_id ON workspaces
+    FOR EACH ROW EXECUTE FUNCTION meterbase_workspace_id_is_fixed();
+
 -- users is global, but a tenant context reaches a user only through its own
 -- workspace's memberships, or as the user it acts as; the operator reads
 -- every user; the directory (tenancy.Users: sign-up, sign-in, deletion) is
@@ -162,8 +183,14 @@ CREATE CONSTRAINT TRIGGER workspaces_have_an_owner
 -- (and, with the operator's or the directory's setting, gets NULL there and
 -- no error, whatever order Postgres ORs the policies in). The memberships
 -- it looks in are filtered by their own policies, to the same workspace.
+-- With the directory's setting the directory reads and writes users.
+-- Without it, the policy still calls the helper, so that a write with no
+-- context at all fails with MB001 rather than changing no row in silence
+-- (UPDATE and DELETE are governed by this policy alone): with no context
+-- the helper raises, whichever operand of the AND Postgres tries first;
+-- with a tenant's or the operator's context it admits nothing.
 CREATE POLICY users_directory ON users
-    USING (meterbase_directory())
+    USING (CASE WHEN meterbase_directory() THEN true ELSE meterbase_workspace_id() IS NULL AND NOT meterbase_operator() END)
     WITH CHECK (meterbase_directory());
 CREATE POLICY users_operator_read ON users FOR SELECT
     USING (meterbase_operator());
