@@ -587,6 +587,10 @@ func (r *rewriter) checkWord(i int) error {
 		return unsafeSQL("hand-written SQL may not call %s", w)
 	case queryWordsNamed[w]:
 		return unsafeSQL("hand-written SQL may not use %s", strings.ToUpper(w))
+	case w == "pg_temp" && r.isPunct(i+1, ".") && strings.HasPrefix(r.tok(i+2).text, "meterbase_stage_"):
+		// A library's own stage, a temporary table of the session that
+		// holds only the rows of the caller's own call.
+		return nil
 	case strings.HasPrefix(w, "pg_") || w == "information_schema":
 		// The catalogs describe every tenant's rows (pg_stats holds
 		// their most common values); a tenant's statement has no business

@@ -129,6 +129,10 @@ func TestPrepareExpands(t *testing.T) {
 		require.NoError(t, err, c.in)
 		require.Equal(t, c.out, st.SQL(), c.in)
 	}
+	_, err := tenancy.Prepare("stage", `SELECT count(*) FROM pg_temp.meterbase_stage_events`)
+	require.NoError(t, err, "a library's stage is a temporary table of its own")
+	_, err = tenancy.Prepare("temp", `SELECT count(*) FROM pg_temp.memberships`)
+	require.ErrorIs(t, err, tenancy.ErrUnsafeSQL)
 	st := tenancy.MustPrepare("params", `SELECT @b, @a, @b FROM {memberships}`)
 	require.Equal(t, []string{"b", "a"}, st.Params())
 	require.Equal(t, []string{"memberships"}, st.Tables())

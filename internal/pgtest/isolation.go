@@ -167,6 +167,8 @@ func tenantTablesOf(rep reporter, tx pgx.Tx) []string {
 }
 
 // sessionState renders what a call could leave behind on its connection.
+// A library's stages (temporary tables named meterbase_stage_*, which hold
+// rows only within a call's transaction) are meant to stay.
 func sessionState(rep reporter, tx pgx.Tx) string {
 	var state string
 	err := tx.QueryRow(context.Background(), isolationMarker+`SELECT concat_ws(' | ',
@@ -174,7 +176,8 @@ func sessionState(rep reporter, tx pgx.Tx) string {
 		   FROM unnest(ARRAY['meterbase.workspace_id', 'meterbase.user_id', 'meterbase.operator', 'meterbase.directory']) AS name),
 		(SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_settings WHERE source = 'session'),
 		(SELECT 'advisory locks ' || count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'),
-		(SELECT 'temporary tables ' || count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()))`).Scan(&state)
+		(SELECT 'temporary tables ' || count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()
+		    AND relname NOT LIKE 'meterbase\_stage\_%'))`).Scan(&state)
 	if err != nil {
 		rep.Fatalf("pgtest: isolation: read session state: %v", err)
 	}
