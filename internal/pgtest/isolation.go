@@ -98,13 +98,27 @@ func (db *DB) checkIsolation(tb testing.TB, rep reporter, mine uuid.UUID, others
 				}
 				// What outlives a call on its connection: settings (the
 				// operator's reach left on in a host's transaction, a session
-				// setting), session advisory locks, temporary tables.
+				// setting) and temporary tables; session advisory locks are
+				// looked for once the call's work is rolled back.
 				if after := sessionState(rep, tx); after != state {
 					rep.Errorf("pgtest: isolation (%s): the call left state on its connection:\nbefore %s\nafter  %s", role.Name, state, after)
 				}
-				exec("SELECT pg_advisory_unlock_all()")
 				exec("RESET ROLE")
 				return got, msg
+			}
+			// A transaction's advisory locks go with the savepoint rolled
+			// back; a session's stay, for whoever uses the connection next.
+			rollback := func() {
+				rep.Helper()
+				exec("ROLLBACK TO SAVEPOINT pgtest_isolation")
+				var held int
+				if err := tx.QueryRow(ctx, isolationMarker+`SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'`).Scan(&held); err != nil {
+					rep.Fatalf("pgtest: isolation: read advisory locks: %v", err)
+				}
+				if held > 0 {
+					rep.Errorf("pgtest: isolation (%s): the call left %d session advisory lock(s) on its connection", role.Name, held)
+					exec("SELECT pg_advisory_unlock_all()")
+				}
 			}
 
 			// The users who belong to no workspace of mine's, as they are now:
@@ -123,7 +137,7 @@ func (db *DB) checkIsolation(tb testing.TB, rep reporter, mine uuid.UUID, others
 			if after := snapshot(rep, tx, tables, others, outsiders); after != before {
 				rep.Errorf("pgtest: isolation (%s): the call changed rows of other workspaces:\nbefore %s\nafter  %s", role.Name, before, after)
 			}
-			exec("ROLLBACK TO SAVEPOINT pgtest_isolation")
+			rollback()
 
 			// Without the others' rows, and with the outsiders' names and
 			// emails changed (they must stay: a call may add one as a
@@ -141,6 +155,7 @@ func (db *DB) checkIsolation(tb testing.TB, rep reporter, mine uuid.UUID, others
 				exec("ANALYZE " + quote(table))
 			}
 			alone, aloneErr := as()
+			rollback()
 			if gotErr != aloneErr {
 				rep.Errorf("pgtest: isolation (%s): the call's error depends on other workspaces' rows: %q with them, %q without", role.Name, gotErr, aloneErr)
 			}
@@ -175,7 +190,6 @@ func sessionState(rep reporter, tx pgx.Tx) string {
 		(SELECT string_agg(name || '=' || coalesce(current_setting(name, true), ''), ',' ORDER BY name)
 		   FROM unnest(ARRAY['meterbase.workspace_id', 'meterbase.user_id', 'meterbase.operator', 'meterbase.directory']) AS name),
 		(SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_settings WHERE source = 'session'),
-		(SELECT 'advisory locks ' || count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'),
 		(SELECT 'temporary tables ' || count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()
 		    AND relname NOT LIKE 'meterbase\_stage\_%'))`).Scan(&state)
 	if err != nil {
