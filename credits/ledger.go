@@ -202,6 +202,7 @@ func (l *Ledger) Grant(ctx context.Context, t *tenancy.Tenant, p GrantParams) (G
 		"effective_at": effective, "expires_at": expires, "category": string(p.Category),
 		"metadata": string(meta), "reference": p.Reference, "key": p.Key, "request_hash": hash, "now": l.now(),
 	}, &res)
+	normalizeGrant(&res.Grant)
 	return res, err
 }
 
@@ -462,6 +463,7 @@ func (l *Ledger) Void(ctx context.Context, t *tenancy.Tenant, p VoidParams) (Voi
 	err := l.call(ctx, t, "void", stmtVoid, tenancy.Args{
 		"grant": p.Grant, "key": p.Key, "request_hash": hash, "now": l.now(),
 	}, &res)
+	normalizeGrant(&res.Grant)
 	return res, err
 }
 

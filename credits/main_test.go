@@ -78,7 +78,7 @@ func newWorld(t testing.TB, workspaces int) *world {
 		w.tenants = append(w.tenants, tn)
 		w.owners = append(w.owners, owner)
 	}
-	for i := range 2 {
+	for i := range min(workspaces, 1) * 2 {
 		u, err := users.Create(ctx, tenancy.NewUser{Email: fmt.Sprintf("member%d@example.com", i), DisplayName: fmt.Sprintf("Member %d", i)})
 		require.NoError(t, err)
 		_, err = tenancy.NewMembers(nil).Add(ctx, w.tenants[0], tenancy.AddMemberParams{User: u.ID, Role: tenancy.RoleMember})
