@@ -9,3 +9,7 @@ func StatementSQL() map[string]string {
 	}
 	return out
 }
+
+// StatementParams returns the names of a statement's parameters, in the
+// order they are numbered after the handle's own.
+func StatementParams(name string) []string { return statements[name].Params() }
