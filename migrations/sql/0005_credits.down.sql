@@ -26,6 +26,7 @@ DROP FUNCTION meterbase_credit__free(uuid, uuid, uuid, timestamptz, timestamptz)
 DROP FUNCTION meterbase_credit__kill(uuid, uuid, uuid, bigint, timestamptz, timestamptz);
 DROP FUNCTION meterbase_credit__append(uuid, uuid, text, bigint, bigint, bigint, uuid, uuid, uuid, text, timestamptz, timestamptz, timestamptz);
 DROP FUNCTION meterbase_credit__lock(uuid, uuid);
+DROP FUNCTION meterbase_credit__queue(uuid);
 DROP FUNCTION meterbase_credit__finish(uuid, text, text, bytea, jsonb, timestamptz);
 DROP FUNCTION meterbase_credit__replay(uuid, text, bytea);
 DROP FUNCTION meterbase_credit__hold_json(uuid, credit_holds);
