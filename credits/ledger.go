@@ -248,12 +248,27 @@ func (l *Ledger) Spend(ctx context.Context, t *tenancy.Tenant, p SpendParams) (S
 		return SpendResult{}, err
 	}
 	hash := newRequest("spend").id(p.Account.UUID()).int(p.Amount).str(p.Reference).sum()
+	// The spend answers with a row, not JSON: it is the hot path.
 	var res SpendResult
-	err := l.call(ctx, t, "spend", stmtSpend, tenancy.Args{
+	e := &res.Entry
+	var lotIDs []uuid.UUID
+	var lotAmounts []int64
+	var lotCategories []string
+	var amount int64
+	err := t.QueryRow(ctx, stmtSpend, tenancy.Args{
 		"account": p.Account, "amount": p.Amount, "reference": p.Reference,
 		"key": p.Key, "request_hash": hash, "now": l.now(),
-	}, &res)
-	return res, err
+	}).Scan(&e.ID, &e.Seq, &e.DebtDelta, &e.BalanceAfter, &e.HeldAfter, &e.DebtAfter, &e.Reference,
+		&e.EffectiveAt, &e.RecordedAt, &lotIDs, &lotAmounts, &lotCategories, &amount, &res.Replay)
+	if err != nil {
+		return SpendResult{}, mapError("spend", err)
+	}
+	e.AccountID, e.Kind, e.Amount = p.Account, EntrySpend, -amount
+	e.EffectiveAt, e.RecordedAt = e.EffectiveAt.UTC(), e.RecordedAt.UTC()
+	for i, id := range lotIDs {
+		e.Lots = append(e.Lots, EntryLot{GrantID: tenancy.IDFromUUID[grantKind](id), Amount: lotAmounts[i], Category: Category(lotCategories[i])})
+	}
+	return res, nil
 }
 
 // HoldParams describes a hold.
