@@ -130,6 +130,11 @@ func TestReadsAndBurnDownUseIndexes(t *testing.T) {
 	// Inside the functions: every statement a spend, a due balance read
 	// and a hold make, as Postgres planned it, custom plans and (after the
 	// fifth call) generic ones alike.
+	var super bool
+	require.NoError(t, raw.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super))
+	if !super {
+		t.Skip("auto_explain needs a superuser to LOAD it: the plans inside the functions are not checked")
+	}
 	pool, plans := autoExplain(t, w)
 	scope, _ := tenancy.NewScope(tenancy.WorkspaceIDFromUUID(ws))
 	tn, err := tenancy.NewTenant(pool, scope)
