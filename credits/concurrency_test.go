@@ -334,3 +334,45 @@ func TestLoadUnderFaults(t *testing.T) {
 	t.Parallel()
 	runLoad(t, loadConfig{workers: 64, ops: 25, faults: true})
 }
+
+// The same key used at the same moment for requests on two accounts: one
+// applies, the other gets a typed conflict, never a raw error, and nothing
+// of it is written.
+func TestSameKeyOnTwoAccountsAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 1)
+	tn, l := w.tenants[0], credits.New(nil)
+	a := w.account(t, 0, tenancy.UserID{}, 0)
+	b := w.account(t, 0, w.members[0].ID, 0)
+	w.grant(t, 0, a, 1_000_000)
+	w.grant(t, 0, b, 1_000_000)
+	for range 150 {
+		k := key("race")
+		var errs [2]error
+		var wg sync.WaitGroup
+		for i, acct := range []credits.AccountID{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = l.Spend(ctx, tn, credits.SpendParams{Account: acct, Amount: 1, Reference: k, Key: k})
+			}()
+		}
+		wg.Wait()
+		ok := 0
+		for _, err := range errs {
+			if err == nil {
+				ok++
+				continue
+			}
+			var c *credits.IdempotencyConflictError
+			require.ErrorAs(t, err, &c)
+			require.Equal(t, k, c.Key)
+		}
+		require.Equal(t, 1, ok, "key %s", k)
+	}
+	var spends int
+	require.NoError(t, w.db.RawPool(t).QueryRow(ctx, `SELECT count(*) FROM credit_entries WHERE kind = 'spend'`).Scan(&spends))
+	require.Equal(t, 150, spends)
+	w.reconcile(t, 0)
+}

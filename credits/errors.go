@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -152,6 +153,11 @@ func mapError(op string, err error) error {
 		return nil
 	}
 	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "credit_idempotency_pkey" {
+		// The spend records its key with a plain INSERT: a violation is
+		// the same key used at the same moment for another request.
+		return &IdempotencyConflictError{Key: keyOf(pgErr.Detail), Operation: "a concurrent request"}
+	}
 	if !errors.As(err, &pgErr) {
 		if errors.Is(err, tenancy.ErrNotFound) {
 			return err
@@ -218,4 +224,18 @@ func mapError(op string, err error) error {
 		return fmt.Errorf("%w: entry %s is a %s", ErrNotRefundable, d.EntryID, d.Kind)
 	}
 	return fmt.Errorf("credits: %s: %w", op, err)
+}
+
+// keyOf reads the key out of a unique violation's detail: Key (workspace_id,
+// key)=(<uuid>, <key>) already exists.
+func keyOf(detail string) string {
+	_, rest, ok := strings.Cut(detail, ")=(")
+	if !ok {
+		return ""
+	}
+	_, key, ok := strings.Cut(rest, ", ")
+	if !ok {
+		return ""
+	}
+	return strings.TrimSuffix(key, ") already exists.")
 }

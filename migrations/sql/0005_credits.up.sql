@@ -823,29 +823,38 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_now timestamptz := coalesce(p_now, now());
-    a credit_accounts;
+    v_limit bigint;
+    v_debt bigint;
+    v_due timestamptz;
     v_old_hash bytea;
     v_old jsonb;
-    v_recorded boolean;
     v_taken bigint;
     v_headroom bigint;
 BEGIN
     PERFORM pg_advisory_xact_lock(('x' || substr(replace(p_account::text, '-', ''), 17, 16))::bit(64)::bigint);
-    SELECT * INTO a FROM credit_accounts c WHERE c.workspace_id = p_ws AND c.account_id = p_account FOR UPDATE;
+    SELECT c.credit_limit, c.debt, c.settle_due_at INTO v_limit, v_debt, v_due
+      FROM credit_accounts c WHERE c.workspace_id = p_ws AND c.account_id = p_account FOR UPDATE;
     IF NOT FOUND THEN
         PERFORM meterbase_credit__raise('MB103', 'no such credit account', jsonb_build_object('what', 'account', 'id', p_account));
     END IF;
-    IF v_now >= a.settle_due_at THEN
+    IF v_now >= v_due THEN
         -- A retry answers before anything is written, settling included.
         SELECT i.request_hash, i.result INTO v_old_hash, v_old
           FROM credit_idempotency i WHERE i.workspace_id = p_ws AND i.key = p_key;
         IF v_old IS NULL THEN
             PERFORM meterbase_credit__settle(p_ws, p_account, v_now);
-            SELECT * INTO a FROM credit_accounts c WHERE c.workspace_id = p_ws AND c.account_id = p_account;
+            SELECT c.credit_limit, c.debt INTO v_limit, v_debt
+              FROM credit_accounts c WHERE c.workspace_id = p_ws AND c.account_id = p_account;
         END IF;
     END IF;
     IF v_old IS NULL THEN
-        v_headroom := greatest(0, a.credit_limit - a.debt);
+        v_headroom := greatest(0, v_limit - v_debt);
+        -- The key is recorded by a plain INSERT: a key recorded before is
+        -- found by "old" (this statement's snapshot follows the account's
+        -- lock, which every request on this account takes), so a
+        -- violation of its primary key can only be the same key used at
+        -- the same moment for another account's request; the error undoes
+        -- this one (credits/errors.go maps it to a conflict).
         WITH old AS (
             SELECT i.request_hash, i.result FROM credit_idempotency i WHERE i.workspace_id = p_ws AND i.key = p_key
         ), lots AS (
@@ -858,12 +867,14 @@ BEGIN
              WHERE g.workspace_id = p_ws AND g.account_id = p_account AND NOT g.depleted
                AND g.journaled AND g.voided_at IS NULL AND g.remaining > g.held
                AND g.effective_at <= v_now AND (g.expires_at IS NULL OR g.expires_at > v_now)
-               AND NOT EXISTS (SELECT 1 FROM old)
+               AND NOT EXISTS (SELECT FROM old)
             WINDOW w AS (ORDER BY g.priority, g.expires_at, g.effective_at, g.grant_id ROWS UNBOUNDED PRECEDING)
         ), takes AS (
             SELECT l.grant_id, l.category, l.pos, least(l.free, p_amount - l.before) AS take FROM lots l WHERE l.before < p_amount
         ), total AS (
-            SELECT coalesce(sum(t.take), 0)::bigint AS taken FROM takes t
+            SELECT coalesce(sum(t.take), 0)::bigint AS taken, array_agg(t.grant_id ORDER BY t.pos) AS ids,
+                   array_agg(t.take ORDER BY t.pos) AS amounts, array_agg(t.category ORDER BY t.pos) AS categories
+              FROM takes t
         ), debit AS (
             UPDATE credit_grants g SET remaining = g.remaining - t.take
               FROM takes t
@@ -874,7 +885,7 @@ BEGIN
                    entry_seq = c.entry_seq + 1, settled_at = v_now, updated_at = v_now
               FROM total
              WHERE c.workspace_id = p_ws AND c.account_id = p_account
-               AND p_amount - total.taken <= v_headroom AND NOT EXISTS (SELECT 1 FROM old)
+               AND p_amount - total.taken <= v_headroom AND NOT EXISTS (SELECT FROM old)
             RETURNING c.balance, c.held, c.debt, c.entry_seq, total.taken
         ), e AS (
             INSERT INTO credit_entries (workspace_id, entry_id, account_id, entry_seq, kind, amount, held_delta, debt_delta,
@@ -882,25 +893,19 @@ BEGIN
             SELECT p_ws, meterbase_credit__uuid(), p_account, acct.entry_seq, 'spend', -p_amount, 0, p_amount - acct.taken,
                    acct.balance, acct.held, acct.debt, coalesce(p_reference, ''), v_now, v_now
               FROM acct
-            RETURNING credit_entries AS entry
+            RETURNING entry_id, entry_seq, debt_delta, balance_after, held_after, debt_after, reference
         ), el AS (
             INSERT INTO credit_entry_lots (workspace_id, entry_id, grant_id, amount)
-            SELECT p_ws, (e.entry).entry_id, t.grant_id, t.take FROM e, takes t
+            SELECT p_ws, e.entry_id, t.grant_id, t.take FROM e, takes t
         ), ins AS (
             INSERT INTO credit_idempotency (workspace_id, key, operation, request_hash, result, created_at)
-            SELECT p_ws, p_key, 'spend', p_hash, jsonb_build_object('entryId', (e.entry).entry_id), v_now FROM e
-            ON CONFLICT DO NOTHING
-            RETURNING 1
+            SELECT p_ws, p_key, 'spend', p_hash, jsonb_build_object('entryId', e.entry_id), v_now FROM e
         )
-        SELECT (SELECT o.request_hash FROM old o), (SELECT o.result FROM old o),
-               (e.entry).entry_id, (e.entry).entry_seq, (e.entry).debt_delta, (e.entry).balance_after, (e.entry).held_after,
-               (e.entry).debt_after, (e.entry).reference, (e.entry).effective_at, (e.entry).recorded_at,
-               tr.ids, tr.amounts, tr.categories, EXISTS (SELECT 1 FROM ins), (SELECT t.taken FROM total t)
-          INTO v_old_hash, v_old, o_entry_id, o_seq, o_debt_delta, o_balance_after, o_held_after, o_debt_after,
-               o_reference, o_effective_at, o_recorded_at, o_lot_ids, o_lot_amounts, o_lot_categories, v_recorded, v_taken
-          FROM (SELECT array_agg(t.grant_id ORDER BY t.pos) AS ids, array_agg(t.take ORDER BY t.pos) AS amounts,
-                       array_agg(t.category ORDER BY t.pos) AS categories FROM takes t) tr
-          LEFT JOIN e ON true;
+        SELECT o.request_hash, o.result, e.entry_id, e.entry_seq, e.debt_delta, e.balance_after, e.held_after,
+               e.debt_after, e.reference, total.ids, total.amounts, total.categories, total.taken
+          INTO v_old_hash, v_old, o_entry_id, o_seq, o_debt_delta, o_balance_after, o_held_after,
+               o_debt_after, o_reference, o_lot_ids, o_lot_amounts, o_lot_categories, v_taken
+          FROM total LEFT JOIN e ON true LEFT JOIN old o ON true;
     END IF;
     IF v_old IS NOT NULL THEN
         IF v_old_hash <> p_hash THEN
@@ -908,19 +913,16 @@ BEGIN
                 jsonb_build_object('key', p_key, 'operation', (SELECT i.operation FROM credit_idempotency i WHERE i.workspace_id = p_ws AND i.key = p_key)));
         END IF;
         SELECT x.entry_id, x.entry_seq, x.debt_delta, x.balance_after, x.held_after, x.debt_after, x.reference,
-               x.effective_at, x.recorded_at, -x.amount,
-               (SELECT array_agg(l.grant_id ORDER BY g.priority, g.expires_at, g.effective_at, g.grant_id)
-                  FROM credit_entry_lots l JOIN credit_grants g ON g.workspace_id = l.workspace_id AND g.grant_id = l.grant_id
-                 WHERE l.workspace_id = p_ws AND l.entry_id = x.entry_id),
-               (SELECT array_agg(l.amount ORDER BY g.priority, g.expires_at, g.effective_at, g.grant_id)
-                  FROM credit_entry_lots l JOIN credit_grants g ON g.workspace_id = l.workspace_id AND g.grant_id = l.grant_id
-                 WHERE l.workspace_id = p_ws AND l.entry_id = x.entry_id),
-               (SELECT array_agg(g.category ORDER BY g.priority, g.expires_at, g.effective_at, g.grant_id)
-                  FROM credit_entry_lots l JOIN credit_grants g ON g.workspace_id = l.workspace_id AND g.grant_id = l.grant_id
-                 WHERE l.workspace_id = p_ws AND l.entry_id = x.entry_id)
+               x.effective_at, x.recorded_at, -x.amount, t.ids, t.amounts, t.categories
           INTO o_entry_id, o_seq, o_debt_delta, o_balance_after, o_held_after, o_debt_after, o_reference,
                o_effective_at, o_recorded_at, o_amount, o_lot_ids, o_lot_amounts, o_lot_categories
           FROM credit_entries x
+          LEFT JOIN LATERAL (
+              SELECT array_agg(l.grant_id ORDER BY g.priority, g.expires_at, g.effective_at, g.grant_id) AS ids,
+                     array_agg(l.amount ORDER BY g.priority, g.expires_at, g.effective_at, g.grant_id) AS amounts,
+                     array_agg(g.category ORDER BY g.priority, g.expires_at, g.effective_at, g.grant_id) AS categories
+                FROM credit_entry_lots l JOIN credit_grants g ON g.workspace_id = l.workspace_id AND g.grant_id = l.grant_id
+               WHERE l.workspace_id = p_ws AND l.entry_id = x.entry_id) t ON true
          WHERE x.workspace_id = p_ws AND x.entry_id = (v_old ->> 'entryId')::uuid;
         o_replay := true;
         RETURN;
@@ -929,10 +931,8 @@ BEGIN
         PERFORM meterbase_credit__raise('MB101', 'insufficient credits',
             jsonb_build_object('available', v_taken + v_headroom, 'requested', p_amount));
     END IF;
-    IF NOT v_recorded THEN
-        PERFORM meterbase_credit__raise('MB102', 'the idempotency key was used for another request',
-            jsonb_build_object('key', p_key, 'operation', 'spend'));
-    END IF;
+    o_effective_at := v_now;
+    o_recorded_at := v_now;
     o_amount := p_amount;
     o_replay := false;
 END;
