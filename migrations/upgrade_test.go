@@ -117,6 +117,29 @@ var upgradeFixtures = map[uint]upgradeFixture{
 		INSERT INTO workspaces (workspace_id, name) VALUES ('00000000-0000-4000-9000-000000000007', 'gone before commit');
 		DELETE FROM workspaces WHERE workspace_id = '00000000-0000-4000-9000-000000000007';`,
 		check: checkVersion5},
+	6: {fill: `
+		-- Through the ledger's own functions, so that every credit table
+		-- holds rows as the library writes them: the largest amounts and
+		-- limit, the longest reference and metadata, a member's account, a
+		-- scheduled grant, spends into debt, a partial capture, a refund,
+		-- a void, an expired hold and lot journaled by a sweep.
+		SELECT set_config('meterbase.workspace_id', '00000000-0000-4000-9000-000000000001', true);
+		SELECT meterbase_credit_open_account('00000000-0000-4000-9000-000000000001', '00000000-0000-4000-a000-000000000001', NULL, 1000000000000000, '2024-06-01 00:00:00+00');
+		SELECT meterbase_credit_open_account('00000000-0000-4000-9000-000000000001', '00000000-0000-4000-a000-000000000002', '00000000-0000-4000-8000-000000000003', 0, '2024-06-01 00:00:00+00');
+		SELECT meterbase_credit_grant('00000000-0000-4000-9000-000000000001', '00000000-0000-4000-a000-000000000001', 1000000000000000, -2147483648,
+		    NULL, '2024-07-01 00:00:00+00', 'promotional', jsonb_build_object('note', repeat('m', 4000)), repeat('r', 255), repeat('k', 255), sha256('g1'), '2024-06-01 00:00:00+00');
+		SELECT meterbase_credit_grant('00000000-0000-4000-9000-000000000001', '00000000-0000-4000-a000-000000000001', 500, 0,
+		    NULL, NULL, 'purchase', '{}', '', 'g2', sha256('g2'), '2024-06-01 00:00:00+00');
+		SELECT meterbase_credit_grant('00000000-0000-4000-9000-000000000001', '00000000-0000-4000-a000-000000000002', 70, 2147483647,
+		    '2024-06-15 00:00:00+00', NULL, 'plan', '{"plan": "pro"}', 'june', 'g3', sha256('g3'), '2024-06-01 00:00:00+00');
+		SELECT meterbase_credit_spend('00000000-0000-4000-9000-000000000001', '00000000-0000-4000-a000-000000000001', 1000000000000000, 'zoë''s job', 's1', sha256('s1'), '2024-06-02 00:00:00+00');
+		SELECT meterbase_credit_hold('00000000-0000-4000-9000-000000000001', '00000000-0000-4000-a000-000000000001', 300, 3600000000, 'h1', 'h1', sha256('h1'), '2024-06-02 00:00:00+00');
+		SELECT meterbase_credit_capture('00000000-0000-4000-9000-000000000001', (SELECT hold_id FROM credit_holds WHERE reference = 'h1'), 100, '', 'c1', sha256('c1'), '2024-06-02 00:30:00+00');
+		SELECT meterbase_credit_spend('00000000-0000-4000-9000-000000000001', '00000000-0000-4000-a000-000000000001', 900, '', 's2', sha256('s2'), '2024-06-02 01:00:00+00');
+		SELECT meterbase_credit_refund('00000000-0000-4000-9000-000000000001', (SELECT entry_id FROM credit_entries WHERE reference = 'zoë''s job'), 10, 'sorry', 'r1', sha256('r1'), '2024-06-03 00:00:00+00');
+		SELECT meterbase_credit_hold('00000000-0000-4000-9000-000000000001', '00000000-0000-4000-a000-000000000001', 5, 60000000, 'h2', 'h2', sha256('h2'), '2024-06-03 00:00:00+00');
+		SELECT meterbase_credit_void('00000000-0000-4000-9000-000000000001', (SELECT grant_id FROM credit_grants WHERE category = 'purchase'), 'v1', sha256('v1'), '2024-06-04 00:00:00+00');
+		SELECT meterbase_credit_sweep('00000000-0000-4000-9000-000000000001', NULL, 100, '2024-08-01 00:00:00+00');`},
 }
 
 // checkVersion5 runs on the rows of versions 1 to 4: nothing existing is

@@ -1,6 +1,8 @@
 // Command demo runs meterbase's main job end to end against a real
 // PostgreSQL: it creates a scratch database, migrates it, creates users and
-// workspaces, shows the tenant boundary at work, and drops the database.
+// workspaces, shows the tenant boundary at work, runs the credit ledger
+// (top-ups, spends, a hold and its capture, a refund, a refusal, a
+// reconcile), and drops the database.
 //
 //	go run ./internal/cmd/demo
 //
@@ -23,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/meterbase/meterbase/credits"
 	"github.com/meterbase/meterbase/internal/pgserver"
 	"github.com/meterbase/meterbase/migrations"
 	"github.com/meterbase/meterbase/tenancy"
@@ -159,6 +162,12 @@ func run(ctx context.Context, out io.Writer) (err error) {
 	}
 	say("operator (%s) sees %d workspaces", op.Reason(), len(all.Items))
 
+	// 6. The credit ledger: the workspace's pool and its members' own
+	// accounts, each state change one call with an idempotency key.
+	if err := ledgerDemo(ctx, say, tn, people); err != nil {
+		return err
+	}
+
 	migrator, err := migrations.New(pool, nil)
 	if err != nil {
 		return err
@@ -168,6 +177,106 @@ func run(ctx context.Context, out io.Writer) (err error) {
 		return err
 	}
 	say("schema at version %d of %d, dirty=%v, pending=%d", st.Version, st.Latest, st.Dirty, len(st.Pending))
+	return nil
+}
+
+// ledgerDemo tops Acme's pool and two members up, lets the members spend,
+// reserves credits for a model call and captures what it used, refunds a
+// spend, shows a refusal, and reconciles every account.
+func ledgerDemo(ctx context.Context, say func(string, ...any), tn *tenancy.Tenant, people map[string]tenancy.User) error {
+	ledger := credits.New(nil)
+	open := func(user tenancy.UserID) (credits.AccountID, error) {
+		a, err := ledger.OpenAccount(ctx, tn, credits.OpenAccountParams{User: user})
+		return a.ID, err
+	}
+	pool, err := open(tenancy.UserID{})
+	if err != nil {
+		return err
+	}
+	grace, err := open(people["grace@example.com"].ID)
+	if err != nil {
+		return err
+	}
+	linus, err := open(people["linus@example.com"].ID)
+	if err != nil {
+		return err
+	}
+	for _, g := range []credits.GrantParams{
+		{Account: pool, Amount: 10_000, Category: credits.CategoryPurchase, Reference: "invoice 1001", Key: "topup-1001"},
+		{Account: grace, Amount: 500, Category: credits.CategoryPromotional, Priority: -1, ExpiresAt: time.Now().Add(30 * 24 * time.Hour), Key: "welcome-grace"},
+		{Account: linus, Amount: 300, Category: credits.CategoryPlan, Key: "plan-linus"},
+	} {
+		if _, err := ledger.Grant(ctx, tn, g); err != nil {
+			return err
+		}
+	}
+	say("ledger: topped up the pool (10000), grace (500 promotional), linus (300)")
+
+	spend, err := ledger.Spend(ctx, tn, credits.SpendParams{Account: grace, Amount: 120, Reference: "chat: summary", Key: "req-1"})
+	if err != nil {
+		return err
+	}
+	say("grace spent 120, balance %d, from %d lot(s) (%s)", spend.Entry.BalanceAfter, len(spend.Entry.Lots), spend.Entry.Lots[0].Category)
+	again, err := ledger.Spend(ctx, tn, credits.SpendParams{Account: grace, Amount: 120, Reference: "chat: summary", Key: "req-1"})
+	if err != nil {
+		return err
+	}
+	say("grace's retry with the same key: replay=%v, balance still %d", again.Replay, again.Entry.BalanceAfter)
+	if _, err := ledger.Spend(ctx, tn, credits.SpendParams{Account: linus, Amount: 200, Reference: "image", Key: "req-2"}); err != nil {
+		return err
+	}
+	say("linus spent 200")
+
+	hold, err := ledger.Hold(ctx, tn, credits.HoldParams{Account: pool, Amount: 2_000, TTL: 5 * time.Minute, Reference: "agent run", Key: "run-7-hold"})
+	if err != nil {
+		return err
+	}
+	b, err := ledger.Balance(ctx, tn, credits.BalanceParams{Account: pool})
+	if err != nil {
+		return err
+	}
+	say("pool: held 2000 for an agent run: total %d, held %d, available %d", b.Total, b.Held, b.Available)
+	captured, err := ledger.Capture(ctx, tn, credits.CaptureParams{Hold: hold.Hold.ID, Amount: 1_750, Key: "run-7-capture"})
+	if err != nil {
+		return err
+	}
+	say("pool: captured 1750 of the hold (the rest released): balance %d, held %d", captured.Entry.BalanceAfter, captured.Entry.HeldAfter)
+
+	refund, err := ledger.Refund(ctx, tn, credits.RefundParams{Entry: spend.Entry.ID, Amount: 20, Reference: "partial failure", Key: "req-1-refund"})
+	if err != nil {
+		return err
+	}
+	say("grace: 20 refunded to the lot they came from: balance %d", refund.Entry.BalanceAfter)
+
+	_, err = ledger.Spend(ctx, tn, credits.SpendParams{Account: linus, Amount: 1_000, Key: "req-3"})
+	var short *credits.InsufficientCreditsError
+	if errors.As(err, &short) {
+		say("linus asks for %d: refused, %d available", short.Requested, short.Available)
+	} else {
+		return fmt.Errorf("a spend beyond linus's credits: want a refusal, got %v", err)
+	}
+
+	list, err := ledger.ListAccounts(ctx, tn, credits.ListAccountsParams{})
+	if err != nil {
+		return err
+	}
+	say("credit accounts of the workspace:")
+	for _, a := range list.Items {
+		who := a.Email
+		if a.Kind == credits.AccountWorkspace {
+			who = "(shared pool)"
+		}
+		say("  %-22s %6d", who, a.Balance.Total)
+	}
+	rec, err := ledger.Reconcile(ctx, tn, credits.ReconcileParams{})
+	if err != nil {
+		return err
+	}
+	entries := int64(0)
+	for _, a := range rec.Accounts {
+		entries += a.Entries
+	}
+	say("reconcile: %d accounts, %d journal entries, ok=%v", len(rec.Accounts), entries, rec.OK)
 	return nil
 }
 

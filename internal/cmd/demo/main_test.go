@@ -26,6 +26,12 @@ func TestDemo(t *testing.T) {
 		"may barbara (of Globex) read Acme? no: tenancy: not a member",
 		"remove Acme's only owner? no: tenancy: a workspace must keep at least one owner",
 		"operator (demo: list every workspace) sees 2 workspaces",
+		"grace spent 120, balance 380, from 1 lot(s) (promotional)",
+		"grace's retry with the same key: replay=true, balance still 380",
+		"pool: captured 1750 of the hold (the rest released): balance 8250, held 0",
+		"grace: 20 refunded to the lot they came from: balance 400",
+		"linus asks for 1000: refused, 100 available",
+		"reconcile: 3 accounts, 8 journal entries, ok=true",
 		"dirty=false, pending=0",
 		"dropped database meterbase_demo_",
 	} {

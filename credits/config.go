@@ -1,0 +1,36 @@
+package credits
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Config configures a Ledger. A nil *Config means the defaults.
+type Config struct {
+	// Logger receives a line for the rare event worth one. Default: silent.
+	Logger *slog.Logger
+	// Clock says what time it is for every call: when holds and lots
+	// expire, when a scheduled grant takes effect, the instant journal
+	// entries are stamped with. It is read once per call and truncated to
+	// microseconds, Postgres's precision. Default (nil): the database's
+	// now(), the start of the call's transaction. A host that sets it must
+	// keep it from going backwards: a journal whose instants go backwards
+	// says less than it should.
+	Clock func() time.Time
+}
+
+// now returns the instant to pass to SQL: nil for the database's clock.
+func (l *Ledger) now() *time.Time {
+	if l.cfg.Clock == nil {
+		return nil
+	}
+	t := l.cfg.Clock().UTC().Truncate(time.Microsecond)
+	return &t
+}
+
+func (l *Ledger) logger() *slog.Logger {
+	if l.cfg.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l.cfg.Logger
+}

@@ -1,0 +1,141 @@
+// Package credits is meterbase's credit ledger: exact, idempotent, and
+// explained entry by entry by an append-only journal.
+//
+// A Ledger (New) is made once and shared; its methods take the tenant
+// handle they act for and a params struct, and return a result struct and
+// a typed error, as tenancy's repositories do. Every state change is one
+// call to a PL/pgSQL function of the migration, one statement: the
+// account's row is locked, the idempotency key looked up, the account
+// settled, the change made and journaled and the key recorded, before the
+// statement returns, so no row lock is ever held across the network.
+//
+// # Units
+//
+// Credits are int64, in the host's smallest unit. One grant, spend, hold,
+// capture or refund moves 1..MaxAmount (10^15); an account holds at most
+// MaxAccountCredits (2^60), so no sum the ledger computes overflows.
+//
+// # Accounts
+//
+// A workspace has one shared pool (OpenAccount with no user) and at most
+// one account per member. A member's account outlives the member's
+// removal from the workspace and the user's deletion (its user is then
+// cleared): the credits and the journal are the workspace's money. The
+// overdraft policy is the credit limit: 0 (the default) is strict, never
+// below zero; L lets spends and captures take up to L credits the lots
+// lack, as debt.
+//
+// # Grants (lots)
+//
+// A grant makes a lot: amount, priority, effective from, optional expiry,
+// category, metadata, reference. A grant never takes effect before it is
+// made (an earlier EffectiveAt means now). Lots burn in a fixed order:
+// priority (lower first), then earliest expiry (lots without one last),
+// then oldest (effective from), then id. A lot is spendable at t when it
+// is not voided, effective_at <= t and (no expiry or t < expires_at).
+//
+// When a lot takes effect it first pays the account's debt, if any (its
+// remaining credits start at amount - repaid); a scheduled grant does so
+// when it takes effect, oldest first. Its grant entry (+amount) is
+// effective then: a scheduled grant is journaled when it takes effect.
+//
+// Void ends a lot's unheld credits at once (a void entry), and any it gets
+// back later (a hold released, a refund); what was spent stays spent, and
+// a second void changes nothing. Expiry ends a lot's unheld credits at
+// its expiry (an expire entry, effective then, written by the next write
+// of the account or by Sweep). Credits a hold earmarks outlive the lot's
+// expiry or void for the hold: a capture takes them; released, or freed
+// by the hold's own expiry, they end at that moment.
+//
+// # Spends
+//
+// A spend takes Amount from the spendable lots in burn order, then what
+// they lack as debt while the debt stays within the credit limit; or
+// nothing, with an *InsufficientCreditsError whose Available is the
+// spendable lots' unheld credits plus the overdraft left. Its entry keeps
+// the per-lot trace (Entry.Lots: which lots, how much, their category).
+//
+// # Holds
+//
+// A hold reserves credits until now + TTL, earmarking spendable lots in
+// burn order; it fails at once if the lots cannot cover it (the overdraft
+// covers no hold: a reservation earmarks real credits). Capture takes up
+// to the held amount from the earmarked lots and releases the rest; more
+// than held takes the extra from spendable lots, then debt within the
+// limit, or nothing happens and the hold stays as it was. Release frees
+// the earmarks. Past its expiry a hold has expired, whether or not it is
+// journaled yet (a hold_expired entry, effective at the expiry). A hold
+// resolves once: a later capture or release fails with ErrHoldCaptured,
+// ErrHoldReleased or ErrHoldExpired, unless it is a retry with the same
+// key.
+//
+// # Refunds
+//
+// Refund gives back all or part of a spend or capture, never more than is
+// left to refund of it. It goes back in reverse burn order: first the
+// part that was taken as debt, which pays the debt back (what the account
+// no longer owes, because a grant paid it since, comes back as a new lot
+// of category refund, without expiry); then the lots, the last taken
+// first. Credits given back to a lot that has expired or been voided since
+// end again at once; both entries are in the journal.
+//
+// # Settling, the sweeper and reads
+//
+// Time-driven changes (a scheduled grant taking effect, a hold or a lot
+// expiring) are journaled lazily, in this order, by every write of the
+// account before it acts, and by Sweep: (1) lots that took effect, oldest
+// first; (2) holds that expired, earliest first, their earmarks freed
+// (into a lot dead by then, they end at the hold's expiry); (3) the
+// unheld credits of lots that expired, at their expiry. Each entry is
+// effective when the change happened. Settling changes no figure a read
+// reports: reads compute the same at read time, without writing.
+//
+// # Balances
+//
+// Balance reports, at an instant, with holds and lots that have expired
+// by then counted as expired and scheduled grants that took effect as
+// effective:
+//
+//   - Total: the effective lots' credits (held ones included) less the
+//     debt; negative while the account overdraws.
+//   - Held: what active holds earmark. Available = Total - Held.
+//   - Debt; CreditLimit.
+//   - Spendable: the largest spend that would succeed: the spendable
+//     lots' unheld credits plus max(0, CreditLimit - Debt).
+//   - Scheduled: credits of grants not yet effective (in no other figure).
+//
+// BalanceAt(t) is what a Balance read at t would have said once every
+// write made at t is counted: from the account's last write on, the stored
+// rows read as Balance reads them; before it, the sums of the journal's
+// entries whose effective_at is <= t (an expiry journaled later counts
+// from the expiry).
+//
+// # Idempotency
+//
+// Every state change takes a key (1..255 bytes of UTF-8, no NUL), scoped
+// to the workspace and stored durably with the first result, in the
+// transaction of the change. The same key with the same request (a hash
+// of the operation and its parameters) returns the first result with
+// Replay set, and changes nothing; with another request it fails with an
+// *IdempotencyConflictError. Refusals are not recorded: a retry after one
+// is judged again. A retry waits for the first attempt (they meet on the
+// account's lock) and returns its result.
+//
+// # The journal
+//
+// Entries are numbered 1, 2, 3... per account without gaps; each carries
+// its change to the balance, the held credits and the debt, and the
+// three after it in journal order. A refusal writes nothing, not even the
+// settling it began. Neither the journal nor its trace can be changed:
+// a trigger refuses UPDATE and DELETE (rows go only with their
+// workspace). Reconcile checks that the journal, the stored figures, the
+// lots, the holds and the traces agree.
+//
+// # Transactions
+//
+// With a handle over a pool, each call is its own transaction. With a
+// handle over the host's pgx.Tx, the call joins it, and the account stays
+// locked until the host commits; a refusal is an error in that
+// transaction, as any failed statement is: make the call inside the
+// handle's InTx (a savepoint) to keep the transaction usable after it.
+package credits

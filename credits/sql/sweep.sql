@@ -1,0 +1,1 @@
+SELECT meterbase_credit_sweep(@workspace_id, @account, @limit, @now)
