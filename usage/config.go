@@ -83,6 +83,9 @@ func (c config) now() *time.Time {
 type Service struct {
 	cfg   config
 	types *typeCache
+	// viaUnnest makes RecordBatch send arrays instead of staging the
+	// events, for the benchmark that compares the two.
+	viaUnnest bool
 }
 
 // NewService returns the usage service. A nil cfg means the defaults.

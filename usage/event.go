@@ -142,7 +142,7 @@ func (c config) prepare(p RecordParams, now *time.Time) (prepared, error) {
 	if err := p.OperationType.Valid(); err != nil {
 		return prepared{}, err
 	}
-	if e.feature != "" && (len(e.feature) > 64 || !featureKeyPattern.MatchString(e.feature)) {
+	if e.feature != "" && !isFeatureKey(e.feature) {
 		return prepared{}, invalid("feature key", fmt.Sprintf("%q is not 1 to 64 lower-case words joined by '.' or '-'", e.feature))
 	}
 	if e.unit != "" {
@@ -216,11 +216,20 @@ func (c config) metadata(raw json.RawMessage) (string, error) {
 	if !utf8.Valid(raw) {
 		return "", invalid("metadata", "is not valid UTF-8")
 	}
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
-		return "", invalid("metadata", "is not valid JSON: "+err.Error())
+	var m string
+	if bytes.ContainsAny(raw, " \t\r\n") {
+		var b bytes.Buffer
+		if err := json.Compact(&b, raw); err != nil {
+			return "", invalid("metadata", "is not valid JSON: "+err.Error())
+		}
+		m = b.String()
+	} else {
+		// Already compact: validating it is enough, and allocates nothing.
+		if !json.Valid(raw) {
+			return "", invalid("metadata", "is not valid JSON")
+		}
+		m = string(raw)
 	}
-	m := b.String()
 	if !strings.HasPrefix(m, "{") {
 		return "", invalid("metadata", "is not a JSON object")
 	}

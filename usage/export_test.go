@@ -11,3 +11,41 @@ func OnStatement(f func(name string)) (stop func()) {
 	statementRan.Store(&f)
 	return func() { statementRan.Store(nil) }
 }
+
+// BatchArgs are the arguments RecordBatch sends for valid events, in order.
+func BatchArgs(s *Service, events []RecordParams) tenancy.Args {
+	batch := make([]indexed, len(events))
+	for i, p := range events {
+		e, err := s.cfg.prepare(p, nil)
+		if err != nil {
+			panic(err)
+		}
+		batch[i] = indexed{i, e}
+	}
+	return s.batchArgs(batch, nil)
+}
+
+// ViaUnnest makes s record batches with one statement of arrays instead
+// of a stage.
+func ViaUnnest(s *Service) { s.viaUnnest = true }
+
+// StageRows are the rows RecordBatch copies into its stage for events.
+func StageRows(s *Service, events []RecordParams) [][]any {
+	src := &stageSource{}
+	for i, p := range events {
+		e, err := s.cfg.prepare(p, nil)
+		if err != nil {
+			panic(err)
+		}
+		src.events = append(src.events, indexed{i, e})
+	}
+	var rows [][]any
+	for src.Next() {
+		v, _ := src.Values()
+		rows = append(rows, append([]any(nil), v...))
+	}
+	return rows
+}
+
+// EventsStage is RecordBatch's stage.
+func EventsStage() tenancy.Stage { return eventsStage }

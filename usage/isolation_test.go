@@ -65,6 +65,8 @@ func TestEveryLibraryCallIsIsolated(t *testing.T) {
 	ev := func(key string, q int64) usage.RecordParams {
 		return usage.RecordParams{User: w.shared, OperationType: usage.ChatCompletion, Quantity: q, IdempotencyKey: key, OccurredAt: base.Add(90 * time.Minute)}
 	}
+	unnest := newService(t, nil)
+	usage.ViaUnnest(unnest)
 	// Results are compared between two runs: keep what does not depend on
 	// the ids each run makes.
 	recorded := func(r usage.RecordResult, err error) (any, error) {
@@ -105,6 +107,9 @@ func TestEveryLibraryCallIsIsolated(t *testing.T) {
 		},
 		"RecordBatch": func(ctx context.Context, tn *tenancy.Tenant) (any, error) {
 			return s.RecordBatch(ctx, tn, append(slices.Clone(batch[:5]), ev("new", 1), ev("k4", 12), ev("new2", 2)))
+		},
+		"RecordBatch with arrays": func(ctx context.Context, tn *tenancy.Tenant) (any, error) {
+			return unnest.RecordBatch(ctx, tn, append(slices.Clone(batch[:5]), ev("new", 1), ev("k4", 12), ev("new2", 2)))
 		},
 		"List": func(ctx context.Context, tn *tenancy.Tenant) (any, error) {
 			return s.List(ctx, tn, usage.ListParams{Page: tenancy.Page{Limit: 7, WithTotal: true}})

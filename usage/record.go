@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/meterbase/meterbase/tenancy"
@@ -190,10 +192,146 @@ func (s *Service) recordPrepared(ctx context.Context, t *tenancy.Tenant, batch [
 		return nil
 	}
 	slices.SortStableFunc(kept, func(a, b indexed) int { return strings.Compare(a.event.key, b.event.key) })
+	if s.viaUnnest {
+		return s.recordUnnest(ctx, t, kept, now, res)
+	}
+	args := tenancy.Args{"now": now, "max_future": s.cfg.futureSkew}
+	return t.CopyIn(ctx, eventsStage, &stageSource{events: kept}, func(tx *tenancy.Tenant, copied int64) error {
+		// Most batches are new events: insert them without ON CONFLICT, in
+		// a savepoint, and only if a key is taken insert again with it.
+		var tag pgconn.CommandTag
+		err := tx.InTx(ctx, func(sp *tenancy.Tenant) error {
+			var err error
+			tag, err = exec(ctx, sp, stmtRecordStagedNew, args)
+			return err
+		})
+		var taken *tenancy.ConstraintError
+		if errors.As(err, &taken) && taken.Constraint == "usage_events_idempotency_key" {
+			tag, err = exec(ctx, tx, stmtRecordStaged, args)
+		}
+		if err != nil {
+			return fmt.Errorf("usage: record batch: %w", err)
+		}
+		res.Inserted += int(tag.RowsAffected())
+		if tag.RowsAffected() == copied {
+			return nil
+		}
+		rows, err := query(ctx, tx, stmtRecordStagedReport, args)
+		if err != nil {
+			return fmt.Errorf("usage: record batch: %w", err)
+		}
+		_, err = s.report(rows, kept, res)
+		return err
+	})
+}
 
+// report reads the events a batch left out, by their position in kept
+// (from 1): with their problem, or with the request hash and id of the
+// stored event that holds their key. It returns how many it read.
+func (s *Service) report(rows pgx.Rows, kept []indexed, res *BatchResult) (int, error) {
+	var (
+		pos         int64
+		problem     *string
+		occ, latest time.Time
+		horizon     *time.Time
+		storedHash  []byte
+		storedID    pgtype.UUID
+	)
+	read := 0
+	_, err := pgx.ForEachRow(rows, []any{&pos, &storedHash, &storedID, &problem, &occ, &latest, &horizon}, func() error {
+		read++
+		if pos < 1 || pos > int64(len(kept)) {
+			return fmt.Errorf("the database reported event %d of %d", pos, len(kept))
+		}
+		b := kept[pos-1]
+		e := b.event
+		switch {
+		case problem != nil:
+			res.Rejected = append(res.Rejected, &EventError{Index: b.index, Key: e.key, Err: problemError(*problem, e.opType, occ, latest, horizon)})
+		case storedHash == nil || bytes.Equal(storedHash, e.hash):
+			// Its key is taken by the same request; or by an event since
+			// deleted, which only a key could have kept out.
+			res.Duplicates++
+		default:
+			res.Rejected = append(res.Rejected, &EventError{Index: b.index, Key: e.key,
+				Err: &IdempotencyConflictError{Key: e.key, Existing: "event " + uuid.UUID(storedID.Bytes).String()}})
+		}
+		return nil
+	})
+	if err != nil {
+		return read, fmt.Errorf("usage: record batch: %w", err)
+	}
+	return read, nil
+}
+
+// eventsStage is where a batch is copied before it is inserted; its
+// columns are stageSource's values, in order.
+var eventsStage = tenancy.DefineStage("usage_events",
+	tenancy.StageColumn{Name: "pos", Type: "int4"}, tenancy.StageColumn{Name: "event_id", Type: "uuid"},
+	tenancy.StageColumn{Name: "user_id", Type: "uuid"}, tenancy.StageColumn{Name: "operation_type", Type: "text"},
+	tenancy.StageColumn{Name: "feature_key", Type: "text"}, tenancy.StageColumn{Name: "unit", Type: "text"},
+	tenancy.StageColumn{Name: "quantity", Type: "int8"}, tenancy.StageColumn{Name: "credits", Type: "int8"},
+	tenancy.StageColumn{Name: "price_credits", Type: "int8"}, tenancy.StageColumn{Name: "price_unit_quantity", Type: "int8"},
+	tenancy.StageColumn{Name: "model", Type: "text"}, tenancy.StageColumn{Name: "status", Type: "text"},
+	tenancy.StageColumn{Name: "duration_ms", Type: "int8"}, tenancy.StageColumn{Name: "metadata", Type: "jsonb"},
+	tenancy.StageColumn{Name: "idempotency_key", Type: "text"}, tenancy.StageColumn{Name: "request_hash", Type: "bytea"},
+	tenancy.StageColumn{Name: "ledger_entry_id", Type: "uuid"}, tenancy.StageColumn{Name: "occurred_at", Type: "timestamptz"},
+)
+
+// stageSource feeds prepared events to COPY, one row of eventsStage each.
+// Absent values are NULLs, which the statements fill with defaults.
+type stageSource struct {
+	events []indexed
+	next   int
+	row    [18]any // reused: COPY encodes each row before asking for the next
+}
+
+func (src *stageSource) Next() bool {
+	src.next++
+	return src.next <= len(src.events)
+}
+
+func (src *stageSource) Values() ([]any, error) {
+	e := src.events[src.next-1].event
+	r := &src.row
+	r[0] = int32(src.next)
+	r[1] = pgtype.UUID{Bytes: e.id, Valid: true}
+	r[2] = pgtype.UUID{Bytes: e.user, Valid: true}
+	r[3], r[4] = e.opType, e.feature
+	r[5] = pgtype.Text{String: e.unit, Valid: e.unit != ""}
+	r[6], r[7], r[8], r[9] = e.quantity, e.credits, e.price, e.perUnits
+	r[10], r[11], r[12] = e.model, e.status, e.durationMs
+	r[13] = nil
+	if e.metadata != "" {
+		r[13] = e.metadata
+	}
+	r[14] = pgtype.Text{String: e.key, Valid: e.key != ""}
+	r[15] = e.hash // nil without a key
+	r[16] = pgtype.UUID{Bytes: e.ledger, Valid: e.ledger != uuid.Nil}
+	r[17] = pgtype.Timestamptz{Time: e.occurredAt, Valid: !e.occurredAt.IsZero()}
+	return r[:], nil
+}
+
+func (src *stageSource) Err() error { return nil }
+
+// recordUnnest records kept with one statement of arrays instead of the
+// stage: the way BenchmarkIngest compares them.
+func (s *Service) recordUnnest(ctx context.Context, t *tenancy.Tenant, kept []indexed, now *time.Time, res *BatchResult) error {
+	n := len(kept)
+	rows, err := query(ctx, t, stmtRecordUnnest, s.batchArgs(kept, now))
+	if err != nil {
+		return fmt.Errorf("usage: record batch: %w", err)
+	}
+	left, err := s.report(rows, kept, res)
+	res.Inserted += n - left
+	return err
+}
+
+// batchArgs are the arguments of record_unnest for events in the order
+// they are to be inserted.
+func (s *Service) batchArgs(kept []indexed, now *time.Time) tenancy.Args {
 	n := len(kept)
 	var (
-		ords                              = make([]int32, n)
 		ids, users, ledgers               = make([]pgtype.UUID, n), make([]pgtype.UUID, n), make([]pgtype.UUID, n)
 		opTypes, features, units, models  = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		statuses, metadata, keys          = make([]string, n), make([]string, n), make([]string, n)
@@ -204,7 +342,6 @@ func (s *Service) recordPrepared(ctx context.Context, t *tenancy.Tenant, batch [
 	)
 	for i, b := range kept {
 		e := b.event
-		ords[i] = int32(b.index)
 		ids[i] = pgtype.UUID{Bytes: e.id, Valid: true}
 		users[i] = pgtype.UUID{Bytes: e.user, Valid: true}
 		ledgers[i] = pgtype.UUID{Bytes: e.ledger, Valid: true}
@@ -216,51 +353,13 @@ func (s *Service) recordPrepared(ctx context.Context, t *tenancy.Tenant, batch [
 			hashes[i] = []byte{}
 		}
 	}
-	rows, err := query(ctx, t, stmtRecordBatch, tenancy.Args{
-		"ords": ords, "event_ids": ids, "user_ids": users, "operation_types": opTypes, "feature_keys": features,
+	return tenancy.Args{
+		"event_ids": ids, "user_ids": users, "operation_types": opTypes, "feature_keys": features,
 		"units": units, "quantities": quantities, "credits": credits, "price_credits": prices, "price_unit_quantities": pers,
 		"models": models, "statuses": statuses, "durations_ms": durations, "metadata": metadata, "idempotency_keys": keys,
 		"request_hashes": hashes, "ledger_entry_ids": ledgers, "occurred_ats": occurred,
 		"now": now, "max_future": s.cfg.futureSkew,
-	})
-	if err != nil {
-		return fmt.Errorf("usage: record batch: %w", err)
 	}
-	byIndex := make(map[int32]prepared, n)
-	for _, b := range kept {
-		byIndex[int32(b.index)] = b.event
-	}
-	var (
-		ord               int32
-		problem           *string
-		occ, latest       time.Time
-		horizon           *time.Time
-		storedHash        []byte
-		storedID          pgtype.UUID
-		notInserted, dups int
-	)
-	_, err = pgx.ForEachRow(rows, []any{&ord, &problem, &occ, &latest, &horizon, &storedHash, &storedID}, func() error {
-		notInserted++
-		e := byIndex[ord]
-		switch {
-		case problem != nil:
-			res.Rejected = append(res.Rejected, &EventError{Index: int(ord), Key: e.key, Err: problemError(*problem, e.opType, occ, latest, horizon)})
-		case storedHash == nil || bytes.Equal(storedHash, e.hash):
-			// The stored event of a concurrent writer cannot be read in this
-			// statement; its key matched, which is what a duplicate is.
-			dups++
-		default:
-			res.Rejected = append(res.Rejected, &EventError{Index: int(ord), Key: e.key,
-				Err: &IdempotencyConflictError{Key: e.key, Existing: "event " + uuid.UUID(storedID.Bytes).String()}})
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("usage: record batch: %w", err)
-	}
-	res.Inserted += n - notInserted
-	res.Duplicates += dups
-	return nil
 }
 
 // eventRow scans an event whose columns may all be NULL (a left join that

@@ -27,14 +27,17 @@ var sqlFiles embed.FS
 var statements = tenancy.MustPrepareFS(sqlFiles, "sql")
 
 var (
-	stmtRecord          = statements["record"]
-	stmtEventByKey      = statements["event_by_key"]
-	stmtRecordBatch     = statements["record_batch"]
-	stmtSummary         = statements["summary"]
-	stmtAdjust          = statements["adjust"]
-	stmtAdjustmentByKey = statements["adjustment_by_key"]
-	stmtRetentionSet    = statements["retention_set"]
-	stmtRetentionDelete = statements["retention_delete"]
+	stmtRecord             = statements["record"]
+	stmtEventByKey         = statements["event_by_key"]
+	stmtRecordStaged       = statements["record_staged"]
+	stmtRecordStagedNew    = statements["record_staged_new"]
+	stmtRecordStagedReport = statements["record_staged_report"]
+	stmtRecordUnnest       = statements["record_unnest"]
+	stmtSummary            = statements["summary"]
+	stmtAdjust             = statements["adjust"]
+	stmtAdjustmentByKey    = statements["adjustment_by_key"]
+	stmtRetentionSet       = statements["retention_set"]
+	stmtRetentionDelete    = statements["retention_delete"]
 )
 
 // statementRan, when set (by tests), is told the name of every prepared

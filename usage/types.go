@@ -2,7 +2,6 @@ package usage
 
 import (
 	"fmt"
-	"regexp"
 
 	"github.com/meterbase/meterbase/tenancy"
 )
@@ -32,18 +31,69 @@ func BuiltinOperationTypes() []OperationType {
 		AudioSpeech, VideoGeneration, Moderation, Rerank, ToolCall}
 }
 
-// The same rules as the operation_types, usage_events and features CHECK
-// constraints, so that bad input fails before any SQL.
-var (
-	operationTypePattern = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
-	unitPattern          = regexp.MustCompile(`^[a-z][a-z_]*$`)
-	featureKeyPattern    = regexp.MustCompile(`^[a-z][a-z0-9_]*([.-][a-z0-9_]+)*$`)
-)
+// The rules of the operation_types, usage_events and features CHECK
+// constraints, so that bad input fails before any SQL. They are written
+// out rather than matched with regexp, which took a quarter of the time a
+// batch spends checking its events; a test holds them to these patterns:
+//
+//	operation type  ^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$   at most 64 bytes
+//	unit            ^[a-z][a-z_]*$                         at most 32
+//	feature key     ^[a-z][a-z0-9_]*([.-][a-z0-9_]+)*$     at most 64
+
+func lower(c byte) bool { return c >= 'a' && c <= 'z' }
+
+func wordByte(c byte) bool { return lower(c) || (c >= '0' && c <= '9') || c == '_' }
+
+func isOperationType(s string) bool {
+	if len(s) == 0 || len(s) > 64 || !lower(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '.':
+			if i+1 == len(s) || !lower(s[i+1]) {
+				return false
+			}
+		case !wordByte(c):
+			return false
+		}
+	}
+	return true
+}
+
+func isUnit(s string) bool {
+	if len(s) == 0 || len(s) > 32 || !lower(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !lower(c) && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+func isFeatureKey(s string) bool {
+	if len(s) == 0 || len(s) > 64 || !lower(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '.' || c == '-':
+			if i+1 == len(s) || !wordByte(s[i+1]) {
+				return false
+			}
+		case !wordByte(c):
+			return false
+		}
+	}
+	return true
+}
 
 // Valid returns a typed error (tenancy.ErrInvalidInput) for a malformed
 // operation type. Whether it exists is for the database to say.
 func (o OperationType) Valid() error {
-	if len(o) == 0 || len(o) > 64 || !operationTypePattern.MatchString(string(o)) {
+	if !isOperationType(string(o)) {
 		return &tenancy.InvalidInputError{Field: "operation type",
 			Reason: fmt.Sprintf("%q is not 1 to 64 lower-case dot-separated words (chat.completion)", string(o))}
 	}
@@ -51,7 +101,7 @@ func (o OperationType) Valid() error {
 }
 
 func checkUnit(unit string) error {
-	if len(unit) > 32 || !unitPattern.MatchString(unit) {
+	if !isUnit(unit) {
 		return &tenancy.InvalidInputError{Field: "unit", Reason: fmt.Sprintf("%q is not 1 to 32 lower-case letters and underscores (input_tokens)", unit)}
 	}
 	return nil

@@ -1,0 +1,176 @@
+package usage_test
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/meterbase/meterbase/tenancy"
+	"github.com/meterbase/meterbase/usage"
+)
+
+// benchEvents makes n events of the kind a busy workspace records, with
+// keys unique across the run.
+func benchEvents(users []tenancy.UserID, n int, start time.Time, seq *int) []usage.RecordParams {
+	ops := []usage.OperationType{usage.ChatCompletion, usage.Embedding, usage.ImageGeneration, usage.Rerank}
+	out := make([]usage.RecordParams, n)
+	for i := range out {
+		*seq++
+		k := *seq
+		out[i] = usage.RecordParams{
+			User: users[k%len(users)], OperationType: ops[k%len(ops)], FeatureKey: []string{"chat", "search", "draw"}[k%3],
+			Quantity: int64(k%4000 + 1), Unit: []string{"input_tokens", "output_tokens"}[k%2], Credits: int64(k % 50),
+			Price: usage.Price{Credits: 3, PerUnits: 1000}, Model: []string{"gpt-large", "gpt-small", "embed-3"}[k%3],
+			Duration: time.Duration(k%3000) * time.Millisecond, Metadata: []byte(fmt.Sprintf(`{"request":"r%d"}`, k)),
+			IdempotencyKey: fmt.Sprintf("bench-%d", k), OccurredAt: start.Add(time.Duration(k) * time.Second),
+		}
+	}
+	return out
+}
+
+// copyInput is what a raw CopyFrom of events needs besides the events:
+// ids and request hashes, made beforehand.
+type copyInput struct {
+	ws     tenancy.WorkspaceID
+	events []usage.RecordParams
+	ids    []pgtype.UUID
+	hashes [][]byte
+	now    time.Time
+}
+
+func newCopyInput(ws tenancy.WorkspaceID, events []usage.RecordParams) copyInput {
+	in := copyInput{ws: ws, events: events, now: time.Now()}
+	for _, p := range events {
+		h := sha256.Sum256([]byte(p.IdempotencyKey))
+		in.ids = append(in.ids, pgtype.UUID{Bytes: uuid.Must(uuid.NewV7()), Valid: true})
+		in.hashes = append(in.hashes, h[:16])
+	}
+	return in
+}
+
+// rows is what the raw CopyFrom sends: every column the library writes.
+func (in copyInput) rows() [][]any {
+	rows := make([][]any, len(in.events))
+	for i, p := range in.events {
+		rows[i] = []any{in.ws, in.ids[i], p.User, string(p.OperationType), p.FeatureKey, p.Unit, p.Quantity, p.Credits,
+			p.Price.Credits, p.Price.PerUnits, p.Model, string(usage.Succeeded), p.Duration.Milliseconds(), string(p.Metadata),
+			p.IdempotencyKey, in.hashes[i], nil, p.OccurredAt, in.now, in.now}
+	}
+	return rows
+}
+
+// copyRows is newCopyInput(ws, events).rows().
+func copyRows(ws tenancy.WorkspaceID, events []usage.RecordParams, _ time.Time) [][]any {
+	return newCopyInput(ws, events).rows()
+}
+
+var copyColumns = []string{"workspace_id", "event_id", "user_id", "operation_type", "feature_key", "unit", "quantity", "credits",
+	"price_credits", "price_unit_quantity", "model", "status", "duration_ms", "metadata", "idempotency_key", "request_hash",
+	"ledger_entry_id", "occurred_at", "recorded_at", "updated_at"}
+
+// BenchmarkIngest compares, in one run and interleaved (each iteration
+// alternates which goes first), three ways to put the same kind of events
+// into usage_events, triggers, indexes and all:
+//
+//   - batch: RecordBatch of batchSize events, through the tenant handle
+//     (row-level security context, validation, request hashes,
+//     deduplication and the per-event report);
+//   - copy: a raw pgx CopyFrom of batchSize events into the same table, as
+//     the tables' owner (row-level security would refuse it to the
+//     application role), with ids and request hashes made beforehand;
+//   - single: Record, one event per call (and per transaction);
+//   - and arrays: RecordBatch sending the events as arrays (INSERT ...
+//     SELECT FROM unnest) instead of staging them, the alternative it set
+//     aside.
+//
+// It reports each one's events/s (median of its iterations) and the
+// ratios batch/copy and batch/single.
+//
+//	go test -run '^$' -bench Ingest -benchtime 20x -count 6 ./usage > ingest.txt
+func BenchmarkIngest(b *testing.B) {
+	const batchSize, singles = 5000, 100
+	w := newWorld(b)
+	pool := w.db.RawPool(b)
+	s := newService(b, nil)
+	arrays := newService(b, nil)
+	usage.ViaUnnest(arrays)
+	tn := tenantOf(b, pool, w.ws[0])
+	users := []tenancy.UserID{w.owners[0], w.shared}
+	seq := 0
+	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	var batchRates, copyRates, arrayRates, singleRates []float64
+	timed := func(n int, f func() error) float64 {
+		t0 := time.Now()
+		if err := f(); err != nil {
+			b.Fatal(err)
+		}
+		return float64(n) / time.Since(t0).Seconds()
+	}
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		forBatch := benchEvents(users, batchSize, start, &seq)
+		forArrays := benchEvents(users, batchSize, start, &seq)
+		forCopy := newCopyInput(w.ws[0], benchEvents(users, batchSize, start, &seq))
+		forSingle := benchEvents(users, singles, start, &seq)
+		b.StartTimer()
+		record := func(s *usage.Service, events []usage.RecordParams) func() error {
+			return func() error {
+				res, err := s.RecordBatch(ctx, tn, events)
+				if err == nil && res.Inserted != batchSize {
+					err = fmt.Errorf("inserted %d of %d", res.Inserted, batchSize)
+				}
+				return err
+			}
+		}
+		runBatch := func() {
+			batchRates = append(batchRates, timed(batchSize, record(s, forBatch)))
+		}
+		runCopy := func() {
+			copyRates = append(copyRates, timed(batchSize, func() error {
+				_, err := pool.CopyFrom(ctx, pgx.Identifier{"usage_events"}, copyColumns, pgx.CopyFromRows(forCopy.rows()))
+				return err
+			}))
+		}
+		if i%2 == 0 {
+			runBatch()
+			runCopy()
+		} else {
+			runCopy()
+			runBatch()
+		}
+		arrayRates = append(arrayRates, timed(batchSize, record(arrays, forArrays)))
+		singleRates = append(singleRates, timed(singles, func() error {
+			for _, p := range forSingle {
+				if _, err := s.Record(ctx, tn, p); err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+	}
+	batch, cp, single := median(batchRates), median(copyRates), median(singleRates)
+	b.ReportMetric(median(arrayRates), "arrays-events/s")
+	b.ReportMetric(batch, "batch-events/s")
+	b.ReportMetric(cp, "copy-events/s")
+	b.ReportMetric(single, "single-events/s")
+	b.ReportMetric(batch/cp, "batch/copy")
+	b.ReportMetric(batch/single, "batch/single")
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
