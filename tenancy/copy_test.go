@@ -148,13 +148,17 @@ func TestCopyInRefusals(t *testing.T) {
 	require.Equal(t, "pg_temp.meterbase_stage_test_members", memberStage.Table())
 	require.Equal(t, []string{"user_id", "role"}, memberStage.Columns())
 	for name, define := range map[string]func(){
-		"bad name":      func() { tenancy.DefineStage("Bad Name", tenancy.StageColumn{Name: "a", Type: "int"}) },
-		"long name":     func() { tenancy.DefineStage("a_name_far_too_long_for_a_stage_table_name_here_x", tenancy.StageColumn{Name: "a", Type: "int"}) },
-		"no column":     func() { tenancy.DefineStage("x") },
-		"bad column":    func() { tenancy.DefineStage("x", tenancy.StageColumn{Name: "a b", Type: "int"}) },
-		"type escapes":  func() { tenancy.DefineStage("x", tenancy.StageColumn{Name: "a", Type: "int); DROP TABLE users; --"}) },
-		"type default":  func() { tenancy.DefineStage("x", tenancy.StageColumn{Name: "a", Type: "int default 1"}) },
-		"column twice":  func() { tenancy.DefineStage("x", tenancy.StageColumn{Name: "a", Type: "int"}, tenancy.StageColumn{Name: "a", Type: "text"}) },
+		"bad name": func() { tenancy.DefineStage("Bad Name", tenancy.StageColumn{Name: "a", Type: "int"}) },
+		"long name": func() {
+			tenancy.DefineStage("a_name_far_too_long_for_a_stage_table_name_here_x", tenancy.StageColumn{Name: "a", Type: "int"})
+		},
+		"no column":    func() { tenancy.DefineStage("x") },
+		"bad column":   func() { tenancy.DefineStage("x", tenancy.StageColumn{Name: "a b", Type: "int"}) },
+		"type escapes": func() { tenancy.DefineStage("x", tenancy.StageColumn{Name: "a", Type: "int); DROP TABLE users; --"}) },
+		"type default": func() { tenancy.DefineStage("x", tenancy.StageColumn{Name: "a", Type: "int default 1"}) },
+		"column twice": func() {
+			tenancy.DefineStage("x", tenancy.StageColumn{Name: "a", Type: "int"}, tenancy.StageColumn{Name: "a", Type: "text"})
+		},
 		"quoted column": func() { tenancy.DefineStage("x", tenancy.StageColumn{Name: `"a"`, Type: "int"}) },
 	} {
 		require.Panics(t, define, name)
