@@ -123,11 +123,11 @@ var upgradeFixtures = map[uint]upgradeFixture{
 		     'embedding', 'ocr', 'tokens', 7, 3, 3, 1000, 'émbed', 'succeeded', 12, '{}', 'ключ', '\xffffffffffffffffffffffffffffffff', NULL,
 		     '2024-03-10 07:30:00+00', now(), '2024-03-11 00:00:00+00', 2, now());
 		INSERT INTO usage_adjustments (workspace_id, adjustment_id, event_id, kind, reason, quantity_before, quantity_after,
-		                               credits_before, credits_after, actor_user_id, idempotency_key, request_hash, created_at) VALUES
+		                               credits_before, credits_after, event_version, actor_user_id, idempotency_key, request_hash, created_at) VALUES
 		    ('00000000-0000-4000-9000-000000000002', '00000000-0000-7000-c000-000000000001', '00000000-0000-7000-a000-000000000003',
-		     'void', repeat('r', 500), 7, 7, 3, 3, '00000000-0000-4000-8000-000000000002', repeat('v', 255), '\x00000000000000000000000000000000', now()),
+		     'void', repeat('r', 500), 7, 7, 3, 3, 2, '00000000-0000-4000-8000-000000000002', repeat('v', 255), '\x00000000000000000000000000000000', now()),
 		    ('00000000-0000-4000-9000-000000000001', '00000000-0000-7000-c000-000000000002', '00000000-0000-7000-a000-000000000001',
-		     'correction', 'provider report', 1125899906842624, 0, 1125899906842624, 0, NULL, NULL, NULL, now());
+		     'correction', 'provider report', 1125899906842624, 0, 1125899906842624, 0, 9223372036854775807, NULL, NULL, NULL, now());
 		INSERT INTO usage_retention (workspace_id, deleted_before) VALUES
 		    ('00000000-0000-4000-9000-000000000002', '2000-01-01 00:00:00+00');
 		-- The triggers kept the rollups: each event that is not voided

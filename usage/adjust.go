@@ -40,19 +40,20 @@ type Adjustment struct {
 	QuantityAfter  int64          `json:"quantityAfter"`
 	CreditsBefore  int64          `json:"creditsBefore"`
 	CreditsAfter   int64          `json:"creditsAfter"`
+	// EventVersion is the version the event got: an event's adjustments
+	// in this order chain each one's after to the next one's before.
+	EventVersion   int            `json:"eventVersion"`
 	Actor          tenancy.UserID `json:"actorUserId,omitzero"`
 	IdempotencyKey string         `json:"idempotencyKey,omitzero"`
 	CreatedAt      time.Time      `json:"createdAt"`
 }
 
-// AdjustResult is an adjustment and the event's version after it. Replay
-// is true when the same request was made before under the same key:
-// nothing changed, and Adjustment is the stored one (EventVersion is then
-// 0: read the event for its current version).
+// AdjustResult is an adjustment. Replay is true when the same request was
+// made before under the same key: nothing changed, and Adjustment is the
+// stored one.
 type AdjustResult struct {
-	Adjustment   Adjustment `json:"adjustment"`
-	EventVersion int        `json:"eventVersion,omitzero"`
-	Replay       bool       `json:"replay"`
+	Adjustment Adjustment `json:"adjustment"`
+	Replay     bool       `json:"replay"`
 }
 
 // VoidParams say which event to void, and why.
@@ -184,10 +185,9 @@ func (s *Service) adjust(ctx context.Context, t *tenancy.Tenant, a adjustment) (
 	}
 	var (
 		found, voided bool
-		version       pgtype.Int8
 		row           adjustmentRow
 	)
-	dest := append([]any{&found, &voided, &version}, row.dest()...)
+	dest := append([]any{&found, &voided}, row.dest()...)
 	if err := queryRow(ctx, t, stmtAdjust, args).Scan(dest...); err != nil {
 		return AdjustResult{}, fmt.Errorf("usage: %s: %w", a.kind, err)
 	}
@@ -207,7 +207,7 @@ func (s *Service) adjust(ctx context.Context, t *tenancy.Tenant, a adjustment) (
 	}
 	adj := row.adjustment()
 	if !row.replay.Bool {
-		return AdjustResult{Adjustment: adj, EventVersion: int(version.Int64)}, nil
+		return AdjustResult{Adjustment: adj}, nil
 	}
 	if !bytes.Equal(row.hash, hash) {
 		return AdjustResult{}, &IdempotencyConflictError{Key: a.key, Existing: "adjustment " + adj.ID.String()}
@@ -220,13 +220,14 @@ type adjustmentRow struct {
 	id, event, actor                 pgtype.UUID
 	kind, reason, key                pgtype.Text
 	qBefore, qAfter, cBefore, cAfter pgtype.Int8
+	eventVersion                     pgtype.Int8
 	createdAt                        pgtype.Timestamptz
 	hash                             []byte
 }
 
 func (r *adjustmentRow) dest() []any {
 	return []any{&r.replay, &r.id, &r.event, &r.kind, &r.reason, &r.qBefore, &r.qAfter, &r.cBefore, &r.cAfter,
-		&r.actor, &r.key, &r.createdAt, &r.hash}
+		&r.eventVersion, &r.actor, &r.key, &r.createdAt, &r.hash}
 }
 
 func (r *adjustmentRow) adjustment() Adjustment {
@@ -234,7 +235,7 @@ func (r *adjustmentRow) adjustment() Adjustment {
 		ID: tenancy.IDFromUUID[adjustmentKind](r.id.Bytes), EventID: tenancy.IDFromUUID[eventKind](r.event.Bytes),
 		Kind: AdjustmentKind(r.kind.String), Reason: r.reason.String, QuantityBefore: r.qBefore.Int64,
 		QuantityAfter: r.qAfter.Int64, CreditsBefore: r.cBefore.Int64, CreditsAfter: r.cAfter.Int64,
-		IdempotencyKey: r.key.String, CreatedAt: r.createdAt.Time.UTC(),
+		EventVersion: int(r.eventVersion.Int64), IdempotencyKey: r.key.String, CreatedAt: r.createdAt.Time.UTC(),
 	}
 	if r.actor.Valid {
 		a.Actor = tenancy.UserIDFromUUID(r.actor.Bytes)
@@ -244,16 +245,19 @@ func (r *adjustmentRow) adjustment() Adjustment {
 
 // ListAdjustmentsParams ask for a page of the audit trail, newest first.
 type ListAdjustmentsParams struct {
-	Event EventID // optional: one event's adjustments only
+	// Event keeps one event's adjustments only, in the order they were
+	// made (by EventVersion), newest first.
+	Event EventID
 	Page  tenancy.Page
 }
 
 const adjustmentsList = "usage.adjustments"
 
-const adjustmentColumns = "false, adjustment_id, event_id, kind, reason, quantity_before, quantity_after, credits_before, credits_after, actor_user_id, idempotency_key, created_at, request_hash"
+const adjustmentColumns = "false, adjustment_id, event_id, kind, reason, quantity_before, quantity_after, credits_before, credits_after, event_version, actor_user_id, idempotency_key, created_at, request_hash"
 
 // ListAdjustments lists the workspace's voids and corrections, newest
-// first, a page at a time.
+// first (by when they were made; an event's by the order they were
+// applied in), a page at a time.
 func (s *Service) ListAdjustments(ctx context.Context, t *tenancy.Tenant, p ListAdjustmentsParams) (tenancy.List[Adjustment], error) {
 	if err := usable(t); err != nil {
 		return tenancy.List[Adjustment]{}, err
@@ -272,9 +276,19 @@ func (s *Service) ListAdjustments(ctx context.Context, t *tenancy.Tenant, p List
 		}
 		return b
 	}
-	sel := filter(t.Select(adjustmentsTable, adjustmentColumns)).OrderBy("created_at DESC", "adjustment_id DESC").Limit(uint64(q.Limit) + 1)
-	if q.After != nil {
-		sel = sel.Where("(created_at, adjustment_id) < (?, ?)", q.After.Time, tenancy.IDFromUUID[adjustmentKind](q.After.ID))
+	sel := filter(t.Select(adjustmentsTable, adjustmentColumns)).Limit(uint64(q.Limit) + 1)
+	key := func(a Adjustment) tenancy.Keyset { return tenancy.Keyset{Time: a.CreatedAt, ID: a.ID.UUID()} }
+	if p.Event.IsZero() {
+		sel = sel.OrderBy("created_at DESC", "adjustment_id DESC")
+		if q.After != nil {
+			sel = sel.Where("(created_at, adjustment_id) < (?, ?)", q.After.Time, tenancy.IDFromUUID[adjustmentKind](q.After.ID))
+		}
+	} else {
+		sel = sel.OrderBy("event_version DESC")
+		key = func(a Adjustment) tenancy.Keyset { return tenancy.Keyset{Int: int64(a.EventVersion)} }
+		if q.After != nil {
+			sel = sel.Where("event_version < ?", q.After.Int)
+		}
 	}
 	if q.Offset > 0 {
 		sel = sel.Offset(uint64(q.Offset))
@@ -291,9 +305,7 @@ func (s *Service) ListAdjustments(ctx context.Context, t *tenancy.Tenant, p List
 	if err != nil {
 		return tenancy.List[Adjustment]{}, fmt.Errorf("usage: list adjustments: %w", err)
 	}
-	out := tenancy.Paginate(t, list, q, items, func(a Adjustment) tenancy.Keyset {
-		return tenancy.Keyset{Time: a.CreatedAt, ID: a.ID.UUID()}
-	})
+	out := tenancy.Paginate(t, list, q, items, key)
 	if q.WithTotal {
 		var total int64
 		if err := filter(t.Select(adjustmentsTable, "count(*)")).QueryRow(ctx).Scan(&total); err != nil {

@@ -73,7 +73,7 @@ func TestEveryLibraryCallIsIsolated(t *testing.T) {
 		return []any{r.Replay, r.Event.Quantity, r.Event.Unit, r.Event.OccurredAt}, err
 	}
 	adjusted := func(r usage.AdjustResult, err error) (any, error) {
-		return []any{r.Replay, r.EventVersion, r.Adjustment.Kind, r.Adjustment.QuantityBefore, r.Adjustment.QuantityAfter}, err
+		return []any{r.Replay, r.Adjustment.EventVersion, r.Adjustment.Kind, r.Adjustment.QuantityBefore, r.Adjustment.QuantityAfter}, err
 	}
 	var mu sync.Mutex
 	ran := map[string]bool{}

@@ -114,6 +114,9 @@ CREATE TABLE usage_adjustments (
     quantity_after  bigint      NOT NULL,
     credits_before  bigint      NOT NULL,
     credits_after   bigint      NOT NULL,
+    -- The version the event got: an event's adjustments, in this order,
+    -- chain each one's after to the next one's before.
+    event_version   bigint      NOT NULL,
     actor_user_id   uuid,
     idempotency_key text,
     request_hash    bytea,
@@ -129,12 +132,13 @@ CREATE TABLE usage_adjustments (
     CONSTRAINT usage_adjustments_amounts_check CHECK (
         quantity_before BETWEEN 0 AND 1125899906842624 AND quantity_after BETWEEN 0 AND 1125899906842624 AND
         credits_before BETWEEN 0 AND 1125899906842624 AND credits_after BETWEEN 0 AND 1125899906842624),
+    CONSTRAINT usage_adjustments_event_version_check CHECK (event_version >= 2),
     CONSTRAINT usage_adjustments_idempotency_key_check CHECK (length(idempotency_key) BETWEEN 1 AND 255),
     CONSTRAINT usage_adjustments_request_hash_check CHECK ((idempotency_key IS NULL) = (request_hash IS NULL) AND (request_hash IS NULL OR length(request_hash) = 16))
 );
 
--- An event's adjustments, oldest first, and the foreign key to its event.
-CREATE INDEX usage_adjustments_event_idx ON usage_adjustments (workspace_id, event_id, created_at);
+-- An event's adjustments in order, and the foreign key to its event.
+CREATE UNIQUE INDEX usage_adjustments_event_idx ON usage_adjustments (workspace_id, event_id, event_version);
 -- The audit list, by time.
 CREATE INDEX usage_adjustments_time_idx ON usage_adjustments (workspace_id, created_at, adjustment_id);
 
