@@ -49,3 +49,6 @@ func StageRows(s *Service, events []RecordParams) [][]any {
 
 // EventsStage is RecordBatch's stage.
 func EventsStage() tenancy.Stage { return eventsStage }
+
+// RecorderID is the label of r's goroutine in goroutine profiles.
+func RecorderID(r *Recorder) string { return r.id }

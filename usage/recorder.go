@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -108,6 +109,7 @@ type Recorder struct {
 	retryAfter time.Time // the flusher's own: no flush for a kick before it
 
 	written, duplicates, rejected, flushCount, failures atomic.Int64
+	id                                                  string
 }
 
 type held struct {
@@ -180,7 +182,9 @@ func (s *Service) NewRecorder(db tenancy.DBTX, cfg *RecorderConfig) (*Recorder, 
 		}
 	}
 	r.life, r.endLife = context.WithCancel(context.Background())
-	go r.run()
+	// Labelled, so that a goroutine profile tells the Recorders apart.
+	r.id = fmt.Sprintf("%p", r)
+	go pprof.Do(context.Background(), pprof.Labels("meterbase", "usage.Recorder", "recorder", r.id), func(context.Context) { r.run() })
 	return r, nil
 }
 
@@ -305,6 +309,10 @@ func (r *Recorder) Close(ctx context.Context) error {
 	err := <-req.reply
 	<-r.done
 	r.endLife()
+	var unwritten *UnwrittenError
+	if errors.As(err, &unwritten) {
+		unwritten.Err = errors.Join(unwritten.Err, ctx.Err())
+	}
 	return err
 }
 
@@ -380,7 +388,7 @@ func (r *Recorder) drain(ctx context.Context, backoff time.Duration) error {
 			}
 			r.buf = nil
 			r.mu.Unlock()
-			return &UnwrittenError{Events: left, Err: errors.Join(err, ctx.Err())}
+			return &UnwrittenError{Events: left, Err: err}
 		}
 	}
 }
