@@ -16,7 +16,7 @@ import (
 // rawSummary is the summary as a GROUP BY of the events in table (usage_events,
 // or a test's shadow copy of them) would give it: the reference every
 // summary must equal.
-func rawSummary(t testing.TB, db interface {
+func rawSummary(t testingT, db interface {
 	Query(context.Context, string, ...any) (pgx.Rows, error)
 }, table string, ws tenancy.WorkspaceID, p usage.SummaryParams) usage.Summary {
 	t.Helper()
@@ -59,7 +59,13 @@ func rawSummary(t testing.TB, db interface {
 	return out
 }
 
-func requireSameSummary(t testing.TB, want, got usage.Summary, msg ...any) {
+// testingT is what the assertions need: a *testing.T or a *rapid.T.
+type testingT interface {
+	require.TestingT
+	Helper()
+}
+
+func requireSameSummary(t testingT, want, got usage.Summary, msg ...any) {
 	t.Helper()
 	require.Equal(t, len(want.Rows), len(got.Rows), msg...)
 	for i := range want.Rows {
