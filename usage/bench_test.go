@@ -4,12 +4,14 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meterbase/meterbase/tenancy"
 	"github.com/meterbase/meterbase/usage"
@@ -173,4 +175,106 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// BenchmarkListDepth times, interleaved in one run, a page of 50 events of
+// a workspace of 150,000: the first page, a keyset page 100,000 events
+// deep, and the offset page at the same depth. It reports each one's
+// median and the ratios to the first page.
+//
+// It runs twice: with the busy workspace among 2 others, and among 300
+// small ones. The difference is Postgres's plan cache: a prepared
+// statement is planned anew on each execution until a generic plan looks
+// no dearer than the custom ones. With few workspaces the first page's
+// generic plan wins and is kept, while the keyset page's (whose cursor
+// Postgres cannot estimate without its values) does not, and the keyset
+// page pays ~60-80µs of planning each time; with many workspaces both are
+// planned each time. (A host that sets plan_cache_mode =
+// force_generic_plan on its pool spares both the planning.)
+//
+//	go test -run '^$' -bench ListDepth -benchtime 300x -count 3 ./usage
+func BenchmarkListDepth(b *testing.B) {
+	for _, others := range []int{2, 300} {
+		b.Run(fmt.Sprintf("workspaces=%d", others+1), func(b *testing.B) { benchListDepth(b, others) })
+	}
+}
+
+func benchListDepth(b *testing.B, others int) {
+	const events, depth, limit = 150000, 100000, 50
+	w := newWorld(b)
+	raw := w.db.RawPool(b)
+	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	generateEvents(b, raw, w.ws[0], events, start, 10*24*time.Hour, "deep", 50000)
+	owners := tenancy.NewWorkspaces(nil)
+	for i := range others {
+		ws := w.ws[1+i%2]
+		if i >= 2 {
+			created, err := owners.Create(ctx, raw, tenancy.CreateWorkspaceParams{Name: "other", Owner: w.owners[1]})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ws = created.ID
+		}
+		generateEvents(b, raw, ws, max(100, 40000/others), start, 10*24*time.Hour, "other", 20000)
+	}
+	if _, err := raw.Exec(ctx, "VACUUM ANALYZE usage_events, usage_rollups"); err != nil {
+		b.Fatal(err)
+	}
+	s := newService(b, nil)
+	tn := tenantOf(b, raw, w.ws[0])
+	at, err := s.List(ctx, tn, usage.ListParams{Page: tenancy.Page{Limit: 1, Offset: depth - 1}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cursor, err := usage.CursorAfter(tn, usage.ListParams{}, at.Items[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	pages := map[string]tenancy.Page{
+		"first":  {Limit: limit},
+		"keyset": {Limit: limit, Cursor: cursor},
+		"offset": {Limit: limit, Offset: depth},
+	}
+	// The keyset and offset pages at the same depth are the same events.
+	k, err := s.List(ctx, tn, usage.ListParams{Page: pages["keyset"]})
+	if err != nil {
+		b.Fatal(err)
+	}
+	o, err := s.List(ctx, tn, usage.ListParams{Page: pages["offset"]})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if k.Items[0].ID != o.Items[0].ID || k.Items[limit-1].ID != o.Items[limit-1].ID {
+		b.Fatal("the keyset and offset pages differ")
+	}
+	// The same pages through a pool whose sessions always use generic
+	// plans, a setting of the host's.
+	generic := tenantOf(b, w.db.Connect(b, func(c *pgxpool.Config) {
+		c.ConnConfig.Tracer = nil
+		c.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	}), w.ws[0])
+	times := map[string][]float64{}
+	order := []string{"first", "keyset", "offset", "generic first", "generic keyset"}
+	for i := 0; b.Loop(); i++ {
+		for j := range order {
+			name := order[(i+j)%len(order)]
+			via := tn
+			if strings.HasPrefix(name, "generic ") {
+				via = generic
+			}
+			t0 := time.Now()
+			l, err := s.List(ctx, via, usage.ListParams{Page: pages[strings.TrimPrefix(name, "generic ")]})
+			if err != nil || len(l.Items) != limit {
+				b.Fatal(name, err)
+			}
+			times[name] = append(times[name], float64(time.Since(t0).Microseconds()))
+		}
+	}
+	first, keyset, offset := median(times["first"]), median(times["keyset"]), median(times["offset"])
+	b.ReportMetric(first, "first-µs")
+	b.ReportMetric(keyset, "keyset-µs")
+	b.ReportMetric(offset, "offset-µs")
+	b.ReportMetric(keyset/first, "keyset/first")
+	b.ReportMetric(offset/first, "offset/first")
+	b.ReportMetric(median(times["generic keyset"])/median(times["generic first"]), "generic-keyset/first")
 }

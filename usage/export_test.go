@@ -52,3 +52,19 @@ func EventsStage() tenancy.Stage { return eventsStage }
 
 // RecorderID is the label of r's goroutine in goroutine profiles.
 func RecorderID(r *Recorder) string { return r.id }
+
+// CursorAfter is the cursor of the list p whose next page starts after e,
+// as List would hand it out with e last on a page.
+func CursorAfter(t *tenancy.Tenant, p ListParams, e Event) (string, error) {
+	_, list, err := p.filters()
+	if err != nil {
+		return "", err
+	}
+	q, err := tenancy.Page{Limit: 1}.Query(t, list)
+	if err != nil {
+		return "", err
+	}
+	return tenancy.Paginate(t, list, q, []Event{e, e}, func(e Event) tenancy.Keyset {
+		return tenancy.Keyset{Time: e.OccurredAt, ID: e.ID.UUID()}
+	}).Next, nil
+}
