@@ -139,7 +139,7 @@ var upgradeFixtures = map[uint]upgradeFixture{
 		    IF (SELECT array_agg(DISTINCT (dimension, grain, events, failed, quantity, credits)::text)
 		          FROM (SELECT dimension, grain, sum(events) AS events, sum(failed) AS failed, sum(quantity) AS quantity, sum(credits) AS credits
 		                  FROM usage_rollups GROUP BY 1, 2) r) IS DISTINCT FROM
-		       (SELECT array_agg(DISTINCT (d, g, 2, 1, 0, 0)::text) FROM unnest('{operation_type,feature,user,model,unit}'::text[]) d, unnest('{15,60,1440}'::int[]) g) THEN
+		       (SELECT array_agg(DISTINCT (d, g, 2, 1, 0, 0)::text) FROM unnest('{total,operation_type,feature,user,model,unit}'::text[]) d, unnest('{15,60,1440}'::int[]) g) THEN
 		        RAISE EXCEPTION 'usage_rollups do not add up to the events';
 		    END IF;
 		END;

@@ -3,7 +3,9 @@ package usage_test
 import (
 	"crypto/sha256"
 	"fmt"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -277,4 +279,76 @@ func benchListDepth(b *testing.B, others int) {
 	b.ReportMetric(keyset/first, "keyset/first")
 	b.ReportMetric(offset/first, "offset/first")
 	b.ReportMetric(median(times["generic keyset"])/median(times["generic first"]), "generic-keyset/first")
+}
+
+// BenchmarkSummaryYear times, interleaved in one run, a one-year daily
+// summary of a workspace of 10 million events (MB_BENCH_EVENTS changes
+// the number), generated in SQL among two smaller workspaces: through
+// Summarize, from the rollups, and as the raw GROUP BY over the events
+// that it equals (the first iteration checks that it does), in UTC and in
+// New York (whose days are read from hour rollups). It reports the
+// medians and the ratios raw/summary. Generating the events takes minutes.
+//
+//	go test -run '^$' -bench SummaryYear -benchtime 5x -count 1 -timeout 60m ./usage
+func BenchmarkSummaryYear(b *testing.B) {
+	n := 10_000_000
+	if v := os.Getenv("MB_BENCH_EVENTS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	w := newWorld(b)
+	raw := w.db.RawPool(b)
+	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	year := 366 * 24 * time.Hour
+	t0 := time.Now()
+	generateEvents(b, raw, w.ws[0], n, start, year, "year", 500000)
+	for i := 1; i < 3; i++ {
+		generateEvents(b, raw, w.ws[i], n/50, start, year, "other", 500000)
+	}
+	if _, err := raw.Exec(ctx, "VACUUM ANALYZE usage_events, usage_rollups"); err != nil {
+		b.Fatal(err)
+	}
+	var rollups int64
+	if err := raw.QueryRow(ctx, `SELECT count(*) FROM usage_rollups WHERE workspace_id = $1`, w.ws[0]).Scan(&rollups); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("%d events generated in %s; %d rollup rows", n, time.Since(t0).Round(time.Second), rollups)
+
+	s := newService(b, nil)
+	tn := tenantOf(b, raw, w.ws[0])
+	zones := []string{"UTC", "America/New_York"}
+	times := map[string][]float64{}
+	for i := 0; b.Loop(); i++ {
+		for _, zone := range zones {
+			p := usage.SummaryParams{From: start, To: start.Add(year), Window: usage.Daily, TimeZone: zone}
+			if zone != "UTC" {
+				// New York's days: the range starts on one.
+				p.From, p.To = start.Add(5*time.Hour), start.Add(year+5*time.Hour)
+			}
+			t0 := time.Now()
+			got, err := s.Summarize(ctx, tn, p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			times["summary "+zone] = append(times["summary "+zone], float64(time.Since(t0).Microseconds())/1000)
+			t0 = time.Now()
+			want := rawSummary(b, raw, "usage_events", w.ws[0], p)
+			times["raw "+zone] = append(times["raw "+zone], float64(time.Since(t0).Microseconds())/1000)
+			if i == 0 {
+				requireSameSummary(b, want, got, zone)
+				if (zone == "UTC" && got.Total.Events != int64(n)) || len(got.Rows) < 365 {
+					b.Fatalf("%s: %d events in %d days", zone, got.Total.Events, len(got.Rows))
+				}
+			}
+		}
+	}
+	for _, zone := range zones {
+		sum, rawMs := median(times["summary "+zone]), median(times["raw "+zone])
+		name := strings.ReplaceAll(strings.ToLower(zone), "/", "-")
+		b.ReportMetric(sum, name+"-summary-ms")
+		b.ReportMetric(rawMs, name+"-raw-ms")
+		b.ReportMetric(rawMs/sum, name+"-raw/summary")
+	}
 }

@@ -34,6 +34,7 @@ var (
 	stmtRecordStagedReport = statements["record_staged_report"]
 	stmtRecordUnnest       = statements["record_unnest"]
 	stmtSummary            = statements["summary"]
+	stmtSummaryPieces      = statements["summary_pieces"]
 	stmtAdjust             = statements["adjust"]
 	stmtAdjustmentByKey    = statements["adjustment_by_key"]
 	stmtRetentionSet       = statements["retention_set"]

@@ -1,8 +1,8 @@
--- changes: creates the usage history: usage_events (one row per AI operation, unique per workspace and idempotency key), usage_rollups (count, failed count, quantity and credits per workspace, dimension, 15-minute, hour and UTC-day bucket and value, kept exact by statement triggers on usage_events), usage_adjustments (the audit trail of voids and corrections) and usage_retention (each workspace's deletion horizon); all four with forced row-level security like the tenancy tables.
+-- changes: creates the usage history: usage_events (one row per AI operation, unique per workspace and idempotency key), usage_rollups (count, failed count, quantity and credits per workspace, dimension (or total), 15-minute, hour and UTC-day bucket and value, kept exact by statement triggers on usage_events), usage_adjustments (the audit trail of voids and corrections) and usage_retention (each workspace's deletion horizon); all four with forced row-level security like the tenancy tables.
 -- locks: SHARE ROW EXCLUSIVE on workspaces, then operation_types, while the foreign keys to them are created, until the file commits (moments; writes to both tables wait, reads do not).
 -- rewrites: none.
 -- scans: none; the new tables are empty, and creating a foreign key to an existing table does not read it.
--- large-table cost: constant to apply. Afterwards every insert into or update of usage_events runs one statement-level trigger that aggregates the statement's rows into at most 15 rollup rows per distinct (quarter hour, operation type, feature, user, model, unit) and upserts them; deletes do not touch the rollups.
+-- large-table cost: constant to apply. Afterwards every insert into or update of usage_events runs one statement-level trigger that aggregates the statement's rows into at most 18 rollup rows per distinct (quarter hour, operation type, feature, user, model, unit) and upserts them; deletes do not touch the rollups.
 -- down loses data: yes; the down migration drops the four tables with every usage event, rollup, adjustment and retention horizon in them.
 -- rollback: before usage is recorded, run the down migration; afterwards roll forward with a new migration instead.
 SET LOCAL lock_timeout = '5s';
@@ -78,10 +78,11 @@ CREATE INDEX usage_events_operation_type_idx ON usage_events (operation_type, wo
 
 -- One row per workspace, dimension, grain, bucket and value of the
 -- dimension: every event counts once in each of the five dimensions and
--- three grains (15, 60 and 1440 minutes; buckets start on multiples of the
--- grain since the Unix epoch, so days are UTC days). Summaries add them up
--- instead of reading events. A deleted event (retention) stays counted; a
--- voided one does not.
+-- in the total (dimension 'total', value ''), at each of three grains (15,
+-- 60 and 1440 minutes; buckets start on multiples of the grain since the
+-- Unix epoch, so days are UTC days). Summaries add them up instead of
+-- reading events. A deleted event (retention) stays counted; a voided one
+-- does not.
 CREATE TABLE usage_rollups (
     workspace_id uuid        NOT NULL,
     dimension    text        NOT NULL,
@@ -97,7 +98,8 @@ CREATE TABLE usage_rollups (
     CONSTRAINT usage_rollups_pkey PRIMARY KEY (workspace_id, dimension, grain, bucket, value),
     CONSTRAINT usage_rollups_workspace_fkey FOREIGN KEY (workspace_id)
         REFERENCES workspaces (workspace_id) ON DELETE CASCADE,
-    CONSTRAINT usage_rollups_dimension_check CHECK (dimension IN ('operation_type', 'feature', 'user', 'model', 'unit')),
+    CONSTRAINT usage_rollups_dimension_check CHECK (dimension IN ('total', 'operation_type', 'feature', 'user', 'model', 'unit')),
+    CONSTRAINT usage_rollups_total_check CHECK (dimension <> 'total' OR value = ''),
     CONSTRAINT usage_rollups_grain_check CHECK (grain IN (15, 60, 1440)),
     CONSTRAINT usage_rollups_bucket_check CHECK (mod(extract(epoch FROM bucket)::numeric, grain * 60) = 0)
 ) WITH (fillfactor = 70); -- room for the updates of a busy bucket to stay on their page (HOT)
@@ -187,7 +189,7 @@ DECLARE
                x.value, sum(d.events), sum(d.failed), sum(d.quantity), sum(d.credits)
           FROM delta d
          CROSS JOIN (VALUES (15::bigint), (60::bigint), (1440::bigint)) g (grain)
-         CROSS JOIN LATERAL (VALUES ('operation_type', d.operation_type), ('feature', d.feature_key),
+         CROSS JOIN LATERAL (VALUES ('total', ''), ('operation_type', d.operation_type), ('feature', d.feature_key),
                                     ('user', d.user_id::text), ('model', d.model), ('unit', d.unit)) x (dimension, value)
          GROUP BY 1, 2, 3, 4, 5
         HAVING sum(d.events) <> 0 OR sum(d.failed) <> 0 OR sum(d.quantity) <> 0 OR sum(d.credits) <> 0
