@@ -68,3 +68,16 @@ func CursorAfter(t *tenancy.Tenant, p ListParams, e Event) (string, error) {
 		return tenancy.Keyset{Time: e.OccurredAt, ID: e.ID.UUID()}
 	}).Next, nil
 }
+
+// Check runs the written-out check of a name of the given kind.
+func Check(kind, s string) bool {
+	switch kind {
+	case "operation type":
+		return isOperationType(s)
+	case "unit":
+		return isUnit(s)
+	case "feature key":
+		return isFeatureKey(s)
+	}
+	panic(kind)
+}

@@ -111,9 +111,10 @@ func TestSummaries(t *testing.T) {
 	require.NoError(t, err)
 
 	end := base.Add(3000 * 97 * time.Minute)
-	for _, zone := range []string{"", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu", "Australia/Lord_Howe"} {
-		for _, win := range []usage.Window{usage.WholeRange, usage.Hourly, usage.Daily, usage.Weekly, usage.Monthly} {
-			for _, by := range []usage.Dimension{usage.ByNone, usage.ByOperationType, usage.ByUser, usage.ByFeature, usage.ByModel, usage.ByUnit} {
+	// A few combinations; the property test tries many more.
+	for i, zone := range []string{"", "America/New_York", "Asia/Kathmandu"} {
+		for j, win := range []usage.Window{usage.WholeRange, usage.Hourly, usage.Daily, usage.Weekly, usage.Monthly} {
+			for _, by := range [][]usage.Dimension{{usage.ByNone, usage.ByOperationType}, {usage.ByUser, usage.ByFeature}, {usage.ByModel, usage.ByUnit}}[(i+j)%3] {
 				for _, rng := range [][2]time.Time{{base, end}, {base.Add(17*time.Minute + 3*time.Second), end.Add(-1234 * time.Second)}} {
 					p := usage.SummaryParams{From: rng[0], To: rng[1], Window: win, TimeZone: zone, By: by}
 					got, err := s.Summarize(ctx, a, p)
