@@ -42,28 +42,28 @@ var (
 )
 
 // statementRan, when set (by tests), is told the name of every prepared
-// statement the package runs, so that a test can prove each one is
-// covered by the isolation suite.
-var statementRan atomic.Pointer[func(name string)]
+// statement the package runs, with the call's context, so that a test can
+// prove each one is covered by the isolation suite.
+var statementRan atomic.Pointer[func(ctx context.Context, name string)]
 
-func ran(s *tenancy.Statement) {
+func ran(ctx context.Context, s *tenancy.Statement) {
 	if f := statementRan.Load(); f != nil {
-		(*f)(s.Name())
+		(*f)(ctx, s.Name())
 	}
 }
 
 func queryRow(ctx context.Context, t *tenancy.Tenant, s *tenancy.Statement, args tenancy.Args) pgx.Row {
-	ran(s)
+	ran(ctx, s)
 	return t.QueryRow(ctx, s, args)
 }
 
 func query(ctx context.Context, t *tenancy.Tenant, s *tenancy.Statement, args tenancy.Args) (pgx.Rows, error) {
-	ran(s)
+	ran(ctx, s)
 	return t.Query(ctx, s, args)
 }
 
 func exec(ctx context.Context, t *tenancy.Tenant, s *tenancy.Statement, args tenancy.Args) (pgconn.CommandTag, error) {
-	ran(s)
+	ran(ctx, s)
 	return t.Exec(ctx, s, args)
 }
 
