@@ -98,7 +98,13 @@ var copyColumns = []string{"workspace_id", "event_id", "user_id", "operation_typ
 //
 //	go test -run '^$' -bench Ingest -benchtime 20x -count 6 ./usage > ingest.txt
 func BenchmarkIngest(b *testing.B) {
-	const batchSize, singles = 5000, 100
+	batchSize, singles := 5000, 100
+	if v := os.Getenv("MB_BENCH_BATCH"); v != "" {
+		var err error
+		if batchSize, err = strconv.Atoi(v); err != nil {
+			b.Fatal(err)
+		}
+	}
 	w := newWorld(b)
 	pool := w.db.RawPool(b)
 	s := newService(b, nil)
