@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -173,11 +174,28 @@ func (p SummaryParams) location() *time.Location {
 	if p.TimeZone == "" {
 		return time.UTC
 	}
-	loc, err := time.LoadLocation(p.TimeZone)
+	loc, err := loadLocation(p.TimeZone)
 	if err != nil {
 		return time.UTC
 	}
 	return loc
+}
+
+// locations caches time.LoadLocation, which reads the zone's file each
+// time. Zone names come from the host's code or its users' settings; the
+// cache holds only names that exist, of which there are a few hundred.
+var locations sync.Map
+
+func loadLocation(name string) (*time.Location, error) {
+	if l, ok := locations.Load(name); ok {
+		return l.(*time.Location), nil
+	}
+	l, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, err
+	}
+	locations.Store(name, l)
+	return l, nil
 }
 
 // windowLength is the shortest a window of w can be, to bound how many a
@@ -209,7 +227,7 @@ func (p SummaryParams) args() (tenancy.Args, error) {
 	if err := checkText("summary time zone", zone); err != nil {
 		return nil, err
 	}
-	if _, err := time.LoadLocation(zone); err != nil || zone == "Local" {
+	if _, err := loadLocation(zone); err != nil || zone == "Local" {
 		return nil, &tenancy.InvalidInputError{Field: "summary time zone", Reason: fmt.Sprintf("%q is not an IANA time zone name", zone)}
 	}
 	var values []string

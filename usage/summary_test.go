@@ -135,3 +135,32 @@ func TestSummaries(t *testing.T) {
 	require.Zero(t, totals[w.owners[1]])
 	require.Equal(t, got.Total.Events+totals[w.owners[0]].Events, int64(2999))
 }
+
+func TestSummaryRefusals(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	s := newService(t, nil)
+	a := w.tenant(t, w.db.Pool, 0)
+	at := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	for name, p := range map[string]usage.SummaryParams{
+		"no range":          {},
+		"empty range":       {From: at, To: at},
+		"backwards":         {From: at, To: at.Add(-time.Hour)},
+		"too long":          {From: at, To: at.Add(usage.MaxSummarySpan + time.Hour)},
+		"too many windows":  {From: at, To: at.Add(20 * 366 * 24 * time.Hour), Window: usage.Hourly},
+		"unknown zone":      {From: at, To: at.Add(time.Hour), TimeZone: "Mars/Olympus_Mons"},
+		"local zone":        {From: at, To: at.Add(time.Hour), TimeZone: "Local"},
+		"bad window":        {From: at, To: at.Add(time.Hour), Window: "fortnight"},
+		"bad dimension":     {From: at, To: at.Add(time.Hour), By: "colour"},
+		"values without by": {From: at, To: at.Add(time.Hour), Values: []string{"x"}},
+		"NUL value":         {From: at, To: at.Add(time.Hour), By: usage.ByModel, Values: []string{"\x00"}},
+	} {
+		_, err := s.Summarize(ctx, a, p)
+		require.ErrorIs(t, err, tenancy.ErrInvalidInput, name)
+	}
+	_, err := s.UserTotals(ctx, a, usage.UserTotalsParams{Users: []tenancy.UserID{{}}, From: at, To: at.Add(time.Hour)})
+	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
+	var none *tenancy.Tenant
+	_, err = s.Summarize(ctx, none, usage.SummaryParams{From: at, To: at.Add(time.Hour)})
+	require.ErrorIs(t, err, tenancy.ErrInvalidInput)
+}
