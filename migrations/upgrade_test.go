@@ -140,6 +140,46 @@ var upgradeFixtures = map[uint]upgradeFixture{
 		SELECT meterbase_credit_hold('00000000-0000-4000-9000-000000000001', '00000000-0000-4000-a000-000000000001', 5, 60000000, 'h2', 'h2', sha256('h2'), '2024-06-03 00:00:00+00');
 		SELECT meterbase_credit_void('00000000-0000-4000-9000-000000000001', (SELECT grant_id FROM credit_grants WHERE category = 'purchase'), 'v1', sha256('v1'), '2024-06-04 00:00:00+00');
 		SELECT meterbase_credit_sweep('00000000-0000-4000-9000-000000000001', NULL, 100, '2024-08-01 00:00:00+00');`},
+	7: {fill: `
+		-- Every column, the awkward values too: the largest amounts, the
+		-- longest texts, metadata at its bound, no key, a voided event, a
+		-- failed one, the earliest time allowed, a host's operation type.
+		INSERT INTO usage_events (workspace_id, event_id, user_id, operation_type, feature_key, unit, quantity, credits,
+		                          price_credits, price_unit_quantity, model, status, duration_ms, metadata, idempotency_key,
+		                          request_hash, ledger_entry_id, occurred_at, recorded_at, voided_at, version, updated_at) VALUES
+		    ('00000000-0000-4000-9000-000000000001', '00000000-0000-7000-a000-000000000001', '00000000-0000-4000-8000-000000000001',
+		     'chat.completion', 'chat-gpt-large', 'input_tokens', 1125899906842624, 1125899906842624, 1125899906842624, 1125899906842624,
+		     repeat('m', 200), 'succeeded', 31536000000, jsonb_build_object('k', repeat('x', 65000)), repeat('k', 255),
+		     '\x000102030405060708090a0b0c0d0e0f', '00000000-0000-4000-b000-000000000001',
+		     '2000-01-01 00:00:00+00', '2024-01-01 00:00:00.123456+00', NULL, 1, now()),
+		    ('00000000-0000-4000-9000-000000000001', '00000000-0000-7000-a000-000000000002', '00000000-0000-4000-8000-000000000002',
+		     'acme.ocr.page', '', 'pages', 0, 0, 0, 1, '', 'failed', 0, NULL, NULL, NULL, NULL,
+		     '2024-02-29 23:59:59.999999+00', now(), NULL, 1, now()),
+		    ('00000000-0000-4000-9000-000000000002', '00000000-0000-7000-a000-000000000003', '00000000-0000-4000-8000-000000000002',
+		     'embedding', 'ocr', 'tokens', 7, 3, 3, 1000, 'émbed', 'succeeded', 12, '{}', 'ключ', '\xffffffffffffffffffffffffffffffff', NULL,
+		     '2024-03-10 07:30:00+00', now(), '2024-03-11 00:00:00+00', 2, now());
+		INSERT INTO usage_adjustments (workspace_id, adjustment_id, event_id, kind, reason, quantity_before, quantity_after,
+		                               credits_before, credits_after, event_version, actor_user_id, idempotency_key, request_hash, created_at) VALUES
+		    ('00000000-0000-4000-9000-000000000002', '00000000-0000-7000-c000-000000000001', '00000000-0000-7000-a000-000000000003',
+		     'void', repeat('r', 500), 7, 7, 3, 3, 2, '00000000-0000-4000-8000-000000000002', repeat('v', 255), '\x00000000000000000000000000000000', now()),
+		    ('00000000-0000-4000-9000-000000000001', '00000000-0000-7000-c000-000000000002', '00000000-0000-7000-a000-000000000001',
+		     'correction', 'provider report', 1125899906842624, 0, 1125899906842624, 0, 9223372036854775807, NULL, NULL, NULL, now());
+		INSERT INTO usage_retention (workspace_id, deleted_before) VALUES
+		    ('00000000-0000-4000-9000-000000000002', '2000-01-01 00:00:00+00');
+		-- The triggers kept the rollups: each event that is not voided
+		-- counts once per dimension and grain, the correction's update
+		-- included.
+		UPDATE usage_events SET quantity = 0, credits = 0, version = 2 WHERE event_id = '00000000-0000-7000-a000-000000000001';
+		DO $check$
+		BEGIN
+		    IF (SELECT array_agg(DISTINCT (dimension, grain, events, failed, quantity, credits)::text)
+		          FROM (SELECT dimension, grain, sum(events) AS events, sum(failed) AS failed, sum(quantity) AS quantity, sum(credits) AS credits
+		                  FROM usage_rollups GROUP BY 1, 2) r) IS DISTINCT FROM
+		       (SELECT array_agg(DISTINCT (d, g, 2, 1, 0, 0)::text) FROM unnest('{total,operation_type,feature,user,model,unit}'::text[]) d, unnest('{15,60,1440}'::int[]) g) THEN
+		        RAISE EXCEPTION 'usage_rollups do not add up to the events';
+		    END IF;
+		END;
+		$check$;`},
 }
 
 // checkVersion5 runs on the rows of versions 1 to 4: nothing existing is

@@ -19,6 +19,21 @@ var (
 // panics, and so fails the example: an example that cannot run proves
 // nothing.
 func ExamplePool() *pgxpool.Pool {
+	pool, _ := exampleDatabase()
+	return pool
+}
+
+// ExampleDB is ExamplePool with a function that closes the pool and drops
+// the database at once, for an example that makes several.
+func ExampleDB() (*pgxpool.Pool, func()) {
+	pool, name := exampleDatabase()
+	return pool, func() {
+		pool.Close()
+		_, _ = admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+quote(name)+" WITH (FORCE)")
+	}
+}
+
+func exampleDatabase() (*pgxpool.Pool, string) {
 	if !mainRan {
 		panic("pgtest: call pgtest.Main(m) from the package's TestMain, so that its databases are dropped")
 	}
@@ -47,7 +62,7 @@ func ExamplePool() *pgxpool.Pool {
 	examplesMu.Lock()
 	defer examplesMu.Unlock()
 	examplePools = append(examplePools, pool)
-	return pool
+	return pool, name
 }
 
 // closeExamplePools closes the examples' pools before their databases are

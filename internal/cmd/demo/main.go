@@ -2,7 +2,8 @@
 // PostgreSQL: it creates a scratch database, migrates it, creates users and
 // workspaces, shows the tenant boundary at work, runs the credit ledger
 // (top-ups, spends, a hold and its capture, a refund, a refusal, a
-// reconcile), and drops the database.
+// reconcile), records each workspace's usage and sums it by operation
+// type, and drops the database.
 //
 //	go run ./internal/cmd/demo
 //
@@ -29,6 +30,7 @@ import (
 	"github.com/meterbase/meterbase/internal/pgserver"
 	"github.com/meterbase/meterbase/migrations"
 	"github.com/meterbase/meterbase/tenancy"
+	"github.com/meterbase/meterbase/usage"
 )
 
 func main() {
@@ -168,6 +170,13 @@ func run(ctx context.Context, out io.Writer) (err error) {
 		return err
 	}
 
+	// 7. Usage: each workspace's AI operations, recorded in one batch
+	// (a retried call among them, counted once), then summed from the
+	// rollups the database keeps.
+	if err := recordUsage(ctx, say, pool, people, acme, globex); err != nil {
+		return err
+	}
+
 	migrator, err := migrations.New(pool, nil)
 	if err != nil {
 		return err
@@ -277,6 +286,54 @@ func ledgerDemo(ctx context.Context, say func(string, ...any), tn *tenancy.Tenan
 		entries += a.Entries
 	}
 	say("reconcile: %d accounts, %d journal entries, ok=%v", len(rec.Accounts), entries, rec.OK)
+	return nil
+}
+
+// recordUsage records yesterday's AI operations of two workspaces and
+// prints each one's usage by operation type.
+func recordUsage(ctx context.Context, say func(string, ...any), pool *pgxpool.Pool, people map[string]tenancy.User, workspaces ...tenancy.Workspace) error {
+	svc, err := usage.NewService(nil)
+	if err != nil {
+		return err
+	}
+	day := time.Now().UTC().Truncate(24 * time.Hour).Add(-24 * time.Hour)
+	for i, ws := range workspaces {
+		scope, err := tenancy.NewScope(ws.ID)
+		if err != nil {
+			return err
+		}
+		tn, err := tenancy.NewTenant(pool, scope)
+		if err != nil {
+			return err
+		}
+		user := people["ada@example.com"].ID
+		if i > 0 {
+			user = people["barbara@example.com"].ID
+		}
+		var batch []usage.RecordParams
+		for j := range 12 * (i + 1) {
+			op := []usage.OperationType{usage.ChatCompletion, usage.Embedding, usage.ImageGeneration}[j%3]
+			batch = append(batch, usage.RecordParams{
+				User: user, OperationType: op, Quantity: int64(100 * (j + 1)), Credits: int64(j%3 + 1),
+				Model: "demo-model", IdempotencyKey: fmt.Sprintf("call-%d", j), OccurredAt: day.Add(time.Duration(j) * 47 * time.Minute),
+			})
+		}
+		batch = append(batch, batch[0]) // a client's retry
+		res, err := svc.RecordBatch(ctx, tn, batch)
+		if err != nil {
+			return err
+		}
+		say("recorded %d usage events for %s (%d duplicate skipped)", res.Inserted, ws.Name, res.Duplicates)
+		sum, err := svc.Summarize(ctx, tn, usage.SummaryParams{From: day, To: day.Add(24 * time.Hour), By: usage.ByOperationType})
+		if err != nil {
+			return err
+		}
+		say("usage of %s on %s by operation type:", ws.Name, day.Format("2006-01-02"))
+		for _, r := range sum.Rows {
+			say("  %-18s %3d events %7d units %4d credits", r.Value, r.Events, r.Quantity, r.Credits)
+		}
+		say("  %-18s %3d events %7d units %4d credits", "total", sum.Total.Events, sum.Total.Quantity, sum.Total.Credits)
+	}
 	return nil
 }
 

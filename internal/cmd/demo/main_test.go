@@ -32,6 +32,11 @@ func TestDemo(t *testing.T) {
 		"grace: 20 refunded to the lot they came from: balance 400",
 		"linus asks for 1000: refused, 100 available",
 		"reconcile: 3 accounts, 8 journal entries, ok=true",
+		"recorded 12 usage events for Acme (1 duplicate skipped)",
+		"recorded 24 usage events for Globex (1 duplicate skipped)",
+		"  chat.completion      4 events    2200 units    4 credits",
+		"  total               12 events    7800 units   24 credits",
+		"  total               24 events   30000 units   48 credits",
 		"dirty=false, pending=0",
 		"dropped database meterbase_demo_",
 	} {
