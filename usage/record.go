@@ -44,7 +44,7 @@ func (s *Service) Record(ctx context.Context, t *tenancy.Tenant, p RecordParams)
 		return RecordResult{}, err
 	}
 	args := tenancy.Args{
-		"event_id": e.id, "event_user": e.user, "operation_type": e.opType, "feature_key": e.feature, "unit": e.unit,
+		"event_id": pgtype.UUID{Bytes: e.id, Valid: true}, "event_user": pgtype.UUID{Bytes: e.user, Valid: true}, "operation_type": e.opType, "feature_key": e.feature, "unit": e.unit,
 		"quantity": e.quantity, "credits": e.credits, "price_credits": e.price, "price_unit_quantity": e.perUnits,
 		"model": e.model, "status": e.status, "duration_ms": e.durationMs, "metadata": nullText(e.metadata),
 		"idempotency_key": nullText(e.key), "request_hash": e.hash, "ledger_entry_id": nullUUID(e.ledger),
