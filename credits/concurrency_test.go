@@ -28,6 +28,8 @@ type loadConfig struct {
 	// made with contexts that end mid-call; clients retry with the same
 	// key until they get an answer.
 	faults bool
+	// noCoalescing runs every call alone (Config.NoCoalescing).
+	noCoalescing bool
 }
 
 // call is one keyed call: what it did (kind of its entry, for counting)
@@ -119,7 +121,8 @@ func runLoad(t *testing.T, cfg loadConfig) {
 	scope, _ := tenancy.NewScope(w.ws[0])
 	tn, err := tenancy.NewTenant(app, scope)
 	require.NoError(t, err)
-	ledger := credits.New(nil) // the database's clock: holds and lots expire for real
+	// The database's clock: holds and lots expire for real.
+	ledger := credits.New(&credits.Config{NoCoalescing: cfg.noCoalescing})
 	limits := map[credits.AccountID]int64{}
 	var accounts []credits.AccountID
 	for _, p := range []credits.OpenAccountParams{{CreditLimit: 300}, {User: w.members[0].ID}, {User: w.members[1].ID, CreditLimit: 50}} {
@@ -320,8 +323,16 @@ func runLoad(t *testing.T, cfg loadConfig) {
 	require.True(t, res.OK, "%+v", res)
 	var entries int64
 	require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM credit_entries`).Scan(&entries))
-	t.Logf("%d keys, %d applied, %d replays answered, %d attempts, %d lost to faults, %d backends terminated, %d journal entries",
-		len(run.answers), applied, replays, run.attempts.Load(), run.lost.Load(), killed.Load(), entries)
+	stats := ledger.CoalescingStats()
+	t.Logf("%d keys, %d applied, %d replays answered, %d attempts, %d lost to faults, %d backends terminated, %d journal entries; coalescing: %+v",
+		len(run.answers), applied, replays, run.attempts.Load(), run.lost.Load(), killed.Load(), entries, stats)
+	if cfg.noCoalescing {
+		require.Zero(t, stats.Batches)
+	} else {
+		// The load went through batches, not only single calls.
+		require.Greater(t, stats.Batched, int64(cfg.workers*cfg.ops/10), "%+v", stats)
+		require.Greater(t, stats.Batched, stats.Batches, "%+v", stats)
+	}
 }
 
 // 64 goroutines on three accounts (one with a credit limit), a share of
@@ -329,6 +340,12 @@ func runLoad(t *testing.T, cfg loadConfig) {
 func TestConcurrentLoad(t *testing.T) {
 	t.Parallel()
 	runLoad(t, loadConfig{workers: 64, ops: 40})
+}
+
+// The same load with coalescing off: every call alone.
+func TestConcurrentLoadAlone(t *testing.T) {
+	t.Parallel()
+	runLoad(t, loadConfig{workers: 64, ops: 20, noCoalescing: true})
 }
 
 // The same load while backends are terminated under it and calls are

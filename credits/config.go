@@ -17,6 +17,14 @@ type Config struct {
 	// keep it from going backwards: a journal whose instants go backwards
 	// says less than it should.
 	Clock func() time.Time
+	// NoCoalescing turns coalescing off: every spend, hold, capture and
+	// release is then a single call of its own (see the package
+	// documentation, Coalescing).
+	NoCoalescing bool
+	// MaxBatch is the most requests sent in one batch: 0 means
+	// DefaultMaxBatch (32), and more than MaxMaxBatch (256) means
+	// MaxMaxBatch.
+	MaxBatch int
 }
 
 // now returns the instant to pass to SQL: nil for the database's clock.

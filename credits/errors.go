@@ -38,7 +38,42 @@ var (
 	ErrInvalidInput = tenancy.ErrInvalidInput
 	// ErrNotMember is tenancy's: the user is not a member of the workspace.
 	ErrNotMember = tenancy.ErrNotMember
+	// ErrOutcomeUnknown matches every *OutcomeUnknownError.
+	ErrOutcomeUnknown = errors.New("credits: outcome unknown; retry with the same key")
 )
+
+// OutcomeUnknownError is a state change that was sent but whose answer
+// never came: the caller's context ended while it was in flight, or the
+// connection was lost. It may have been applied or not. Retry it with the
+// same key and the same parameters: the ledger applies a key once, so the
+// retry either applies it or returns what the first attempt did (Replay
+// set). Err is the cause (errors.Is(err, context.Canceled) holds when the
+// context ended).
+type OutcomeUnknownError struct {
+	Operation string // "spend", "hold", "capture", "release", ...
+	Key       string
+	Err       error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return fmt.Sprintf("credits: %s with key %q: outcome unknown (%v); retry with the same key", e.Operation, e.Key, e.Err)
+}
+
+func (e *OutcomeUnknownError) Is(target error) bool { return target == ErrOutcomeUnknown }
+
+func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
+
+// changeError maps the error of a keyed state change: as mapError does,
+// and as an *OutcomeUnknownError when the change may have committed.
+func changeError(op, key string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if outcomeUnknown(err) {
+		return &OutcomeUnknownError{Operation: op, Key: key, Err: err}
+	}
+	return mapError(op, err)
+}
 
 // NotFoundError names what was not found.
 type NotFoundError struct {

@@ -3,6 +3,8 @@ package credits_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"sync"
@@ -140,6 +142,24 @@ func (w *ledgerWorld) ledgerCalls() map[string]ledgerCall {
 		},
 		"Release of B's hold": func(ctx context.Context, l *credits.Ledger, tn *tenancy.Tenant) (any, error) {
 			return l.Release(ctx, tn, credits.ReleaseParams{Hold: w.holds[b], Key: "iso-release"})
+		},
+		"Batch": func(ctx context.Context, l *credits.Ledger, tn *tenancy.Tenant) (any, error) {
+			res, err := credits.RunBatch(ctx, l, tn, w.pools[a],
+				credits.SpendParams{Account: w.pools[a], Amount: 30, Key: "iso-batch-1"},
+				credits.SpendParams{Account: w.pools[a], Amount: 100_000, Key: "iso-batch-2"},
+				credits.HoldParams{Account: w.pools[a], Amount: 20, TTL: time.Hour, Key: "iso-batch-3"},
+				credits.CaptureParams{Hold: w.holds[a], Amount: 70, Key: "iso-batch-4"},
+				credits.CaptureParams{Hold: w.holds[b], Amount: 1, Key: "iso-batch-5"},
+				credits.ReleaseParams{Hold: w.captured[a], Key: "iso-batch-6"},
+				credits.SpendParams{Account: w.pools[a], Amount: 30, Key: "iso-batch-1"})
+			return outcomes(res, err, nil, credits.ErrInsufficientCredits, nil, nil, credits.ErrNotFound, credits.ErrHoldCaptured, nil)
+		},
+		"Batch on B's account": func(ctx context.Context, l *credits.Ledger, tn *tenancy.Tenant) (any, error) {
+			res, err := credits.RunBatch(ctx, l, tn, w.pools[b],
+				credits.SpendParams{Account: w.pools[b], Amount: 1, Key: "iso-batch-1"},
+				credits.HoldParams{Account: w.pools[b], Amount: 1, TTL: time.Hour, Key: "iso-batch-2"},
+				credits.ReleaseParams{Hold: w.holds[b], Key: "iso-batch-3"})
+			return outcomes(res, err, credits.ErrNotFound, credits.ErrNotFound, credits.ErrNotFound)
 		},
 		"Refund": func(ctx context.Context, l *credits.Ledger, tn *tenancy.Tenant) (any, error) {
 			return l.Refund(ctx, tn, credits.RefundParams{Entry: w.spends[a], Amount: 390, Key: "iso-refund"})
@@ -411,3 +431,26 @@ func TestOtherTenantsIDsAreNotFound(t *testing.T) {
 }
 
 func second[T any](_ T, err error) error { return err }
+
+// outcomes checks that each request of a batch failed as want says (nil:
+// succeeded), and renders the errors as text for the isolation check.
+func outcomes(res []any, err error, want ...error) (any, error) {
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != len(want) {
+		return nil, fmt.Errorf("%d outcomes for %d requests", len(res), len(want))
+	}
+	out := make([]any, len(res))
+	for i, r := range res {
+		got, _ := r.(error)
+		if (got == nil) != (want[i] == nil) || (got != nil && !errors.Is(got, want[i])) {
+			return nil, fmt.Errorf("request %d: got %v, want %v", i, r, want[i])
+		}
+		out[i] = r
+		if got != nil {
+			out[i] = "error: " + got.Error()
+		}
+	}
+	return out, nil
+}

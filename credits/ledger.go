@@ -53,7 +53,10 @@ var (
 // Ledger is the credit ledger's repository. Make it once with New and
 // share it; every method takes the tenant it acts for, and is safe for
 // concurrent use.
-type Ledger struct{ cfg Config }
+type Ledger struct {
+	cfg Config
+	co  *coalescer
+}
 
 // New returns the ledger. A nil cfg means the defaults.
 func New(cfg *Config) *Ledger {
@@ -61,6 +64,7 @@ func New(cfg *Config) *Ledger {
 	if cfg != nil {
 		l.cfg = *cfg
 	}
+	l.co = newCoalescer(l)
 	return l
 }
 
@@ -70,6 +74,23 @@ func (l *Ledger) call(ctx context.Context, t *tenancy.Tenant, op string, s *tena
 	if err := t.QueryRow(ctx, s, args).Scan(&raw); err != nil {
 		return mapError(op, err)
 	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("credits: %s: decode result: %w", op, err)
+	}
+	return nil
+}
+
+// change runs one of the ledger's keyed state changes, as call does; an
+// error after which it may have committed is an *OutcomeUnknownError.
+func (l *Ledger) change(ctx context.Context, t *tenancy.Tenant, op, key string, s *tenancy.Statement, args tenancy.Args, out any) error {
+	var raw []byte
+	if err := t.QueryRow(ctx, s, args).Scan(&raw); err != nil {
+		return changeError(op, key, err)
+	}
+	return decodeResult(op, raw, out)
+}
+
+func decodeResult(op string, raw []byte, out any) error {
 	if err := json.Unmarshal(raw, out); err != nil {
 		return fmt.Errorf("credits: %s: decode result: %w", op, err)
 	}
@@ -197,7 +218,7 @@ func (l *Ledger) Grant(ctx context.Context, t *tenancy.Tenant, p GrantParams) (G
 		time(p.EffectiveAt.Truncate(time.Microsecond)).time(p.ExpiresAt.Truncate(time.Microsecond)).
 		str(string(p.Category)).str(string(meta)).str(p.Reference).sum()
 	var res GrantResult
-	err = l.call(ctx, t, "grant", stmtGrant, tenancy.Args{
+	err = l.change(ctx, t, "grant", p.Key, stmtGrant, tenancy.Args{
 		"account": p.Account, "amount": p.Amount, "priority": int64(p.Priority),
 		"effective_at": effective, "expires_at": expires, "category": string(p.Category),
 		"metadata": string(meta), "reference": p.Reference, "key": p.Key, "request_hash": hash, "now": l.now(),
@@ -247,28 +268,52 @@ func (l *Ledger) Spend(ctx context.Context, t *tenancy.Tenant, p SpendParams) (S
 	if err := checkKey(p.Key); err != nil {
 		return SpendResult{}, err
 	}
-	hash := newRequest("spend").id(p.Account.UUID()).int(p.Amount).str(p.Reference).sum()
-	// The spend answers with a row, not JSON: it is the hot path.
+	hash := p.hash()
 	var res SpendResult
-	e := &res.Entry
+	out, err := l.co.do(ctx, t, &operation{kind: "spend", account: p.Account.UUID(), amount: p.Amount,
+		reference: p.Reference, key: p.Key, hash: hash}, func() (err error) {
+		res, err = l.spendAlone(ctx, t, p, hash)
+		return err
+	})
+	if err != nil || out == nil {
+		return res, err
+	}
+	return out.spend(p.Account)
+}
+
+// spendAlone is a spend as a single call. It answers with a row, not
+// JSON: it is the hot path.
+func (l *Ledger) spendAlone(ctx context.Context, t *tenancy.Tenant, p SpendParams, hash []byte) (SpendResult, error) {
+	var res SpendResult
+	var id uuid.UUID
+	var seq, debtDelta, balanceAfter, heldAfter, debtAfter, amount int64
+	var reference string
+	var effectiveAt, recordedAt time.Time
 	var lotIDs []uuid.UUID
 	var lotAmounts []int64
 	var lotCategories []string
-	var amount int64
 	err := t.QueryRow(ctx, stmtSpend, tenancy.Args{
 		"account": p.Account, "amount": p.Amount, "reference": p.Reference,
 		"key": p.Key, "request_hash": hash, "now": l.now(),
-	}).Scan(&e.ID, &e.Seq, &e.DebtDelta, &e.BalanceAfter, &e.HeldAfter, &e.DebtAfter, &e.Reference,
-		&e.EffectiveAt, &e.RecordedAt, &lotIDs, &lotAmounts, &lotCategories, &amount, &res.Replay)
+	}).Scan(&id, &seq, &debtDelta, &balanceAfter, &heldAfter, &debtAfter, &reference,
+		&effectiveAt, &recordedAt, &lotIDs, &lotAmounts, &lotCategories, &amount, &res.Replay)
 	if err != nil {
-		return SpendResult{}, mapError("spend", err)
+		return SpendResult{}, changeError("spend", p.Key, err)
 	}
-	e.AccountID, e.Kind, e.Amount = p.Account, EntrySpend, -amount
-	e.EffectiveAt, e.RecordedAt = e.EffectiveAt.UTC(), e.RecordedAt.UTC()
+	res.Entry = spendEntry(p.Account, id, seq, debtDelta, balanceAfter, heldAfter, debtAfter, reference,
+		effectiveAt, recordedAt, lotIDs, lotAmounts, lotCategories, amount)
+	return res, nil
+}
+
+func spendEntry(account AccountID, id uuid.UUID, seq, debtDelta, balanceAfter, heldAfter, debtAfter int64, reference string,
+	effectiveAt, recordedAt time.Time, lotIDs []uuid.UUID, lotAmounts []int64, lotCategories []string, amount int64) Entry {
+	e := Entry{ID: tenancy.IDFromUUID[entryKind](id), AccountID: account, Seq: seq, Kind: EntrySpend, Amount: -amount,
+		DebtDelta: debtDelta, BalanceAfter: balanceAfter, HeldAfter: heldAfter, DebtAfter: debtAfter,
+		Reference: reference, EffectiveAt: effectiveAt.UTC(), RecordedAt: recordedAt.UTC()}
 	for i, id := range lotIDs {
 		e.Lots = append(e.Lots, EntryLot{GrantID: tenancy.IDFromUUID[grantKind](id), Amount: lotAmounts[i], Category: Category(lotCategories[i])})
 	}
-	return res, nil
+	return e
 }
 
 // HoldParams describes a hold.
@@ -308,13 +353,23 @@ func (l *Ledger) Hold(ctx context.Context, t *tenancy.Tenant, p HoldParams) (Hol
 		return HoldResult{}, err
 	}
 	ttl := p.TTL.Microseconds()
-	hash := newRequest("hold").id(p.Account.UUID()).int(p.Amount).int(ttl).str(p.Reference).sum()
+	hash := p.hash()
 	var res HoldResult
-	err := l.call(ctx, t, "hold", stmtHold, tenancy.Args{
-		"account": p.Account, "amount": p.Amount, "ttl_us": ttl, "reference": p.Reference,
-		"key": p.Key, "request_hash": hash, "now": l.now(),
-	}, &res)
-	return res, err
+	out, err := l.co.do(ctx, t, &operation{kind: "hold", account: p.Account.UUID(), amount: p.Amount, ttlUS: ttl,
+		reference: p.Reference, key: p.Key, hash: hash}, func() error {
+		return l.change(ctx, t, "hold", p.Key, stmtHold, tenancy.Args{
+			"account": p.Account, "amount": p.Amount, "ttl_us": ttl, "reference": p.Reference,
+			"key": p.Key, "request_hash": hash, "now": l.now(),
+		}, &res)
+	})
+	if err == nil && out != nil {
+		err = out.decode("hold", &res)
+	}
+	if err != nil {
+		return HoldResult{}, err
+	}
+	l.co.rememberHold(t, res.Hold.ID, p.Account)
+	return res, nil
 }
 
 // CaptureParams describes a capture.
@@ -357,13 +412,22 @@ func (l *Ledger) Capture(ctx context.Context, t *tenancy.Tenant, p CaptureParams
 	if err := checkKey(p.Key); err != nil {
 		return CaptureResult{}, err
 	}
-	hash := newRequest("capture").id(p.Hold.UUID()).int(p.Amount).str(p.Reference).sum()
+	hash := p.hash()
 	var res CaptureResult
-	err := l.call(ctx, t, "capture", stmtCapture, tenancy.Args{
-		"hold": p.Hold, "amount": p.Amount, "reference": p.Reference,
-		"key": p.Key, "request_hash": hash, "now": l.now(),
-	}, &res)
-	return res, err
+	out, err := l.co.do(ctx, t, &operation{kind: "capture", account: l.co.holdAccount(t, p.Hold), hold: p.Hold.UUID(),
+		amount: p.Amount, reference: p.Reference, key: p.Key, hash: hash}, func() error {
+		return l.change(ctx, t, "capture", p.Key, stmtCapture, tenancy.Args{
+			"hold": p.Hold, "amount": p.Amount, "reference": p.Reference,
+			"key": p.Key, "request_hash": hash, "now": l.now(),
+		}, &res)
+	})
+	if err == nil && out != nil {
+		err = out.decode("capture", &res)
+	}
+	if err != nil {
+		return CaptureResult{}, err
+	}
+	return res, nil
 }
 
 // ReleaseParams describes a release.
@@ -391,12 +455,21 @@ func (l *Ledger) Release(ctx context.Context, t *tenancy.Tenant, p ReleaseParams
 	if err := checkKey(p.Key); err != nil {
 		return ReleaseResult{}, err
 	}
-	hash := newRequest("release").id(p.Hold.UUID()).sum()
+	hash := p.hash()
 	var res ReleaseResult
-	err := l.call(ctx, t, "release", stmtRelease, tenancy.Args{
-		"hold": p.Hold, "key": p.Key, "request_hash": hash, "now": l.now(),
-	}, &res)
-	return res, err
+	out, err := l.co.do(ctx, t, &operation{kind: "release", account: l.co.holdAccount(t, p.Hold), hold: p.Hold.UUID(),
+		key: p.Key, hash: hash}, func() error {
+		return l.change(ctx, t, "release", p.Key, stmtRelease, tenancy.Args{
+			"hold": p.Hold, "key": p.Key, "request_hash": hash, "now": l.now(),
+		}, &res)
+	})
+	if err == nil && out != nil {
+		err = out.decode("release", &res)
+	}
+	if err != nil {
+		return ReleaseResult{}, err
+	}
+	return res, nil
 }
 
 // RefundParams describes a refund.
@@ -441,7 +514,7 @@ func (l *Ledger) Refund(ctx context.Context, t *tenancy.Tenant, p RefundParams) 
 	}
 	hash := newRequest("refund").id(p.Entry.UUID()).int(p.Amount).str(p.Reference).sum()
 	var res RefundResult
-	err := l.call(ctx, t, "refund", stmtRefund, tenancy.Args{
+	err := l.change(ctx, t, "refund", p.Key, stmtRefund, tenancy.Args{
 		"entry": p.Entry, "amount": p.Amount, "reference": p.Reference,
 		"key": p.Key, "request_hash": hash, "now": l.now(),
 	}, &res)
@@ -475,7 +548,7 @@ func (l *Ledger) Void(ctx context.Context, t *tenancy.Tenant, p VoidParams) (Voi
 	}
 	hash := newRequest("void").id(p.Grant.UUID()).sum()
 	var res VoidResult
-	err := l.call(ctx, t, "void", stmtVoid, tenancy.Args{
+	err := l.change(ctx, t, "void", p.Key, stmtVoid, tenancy.Args{
 		"grant": p.Grant, "key": p.Key, "request_hash": hash, "now": l.now(),
 	}, &res)
 	normalizeGrant(&res.Grant)
@@ -520,3 +593,19 @@ func (l *Ledger) Sweep(ctx context.Context, t *tenancy.Tenant, p SweepParams) (S
 	}, &res)
 	return res, err
 }
+
+// The requests' hashes, by which a retry is told from another use of its
+// key.
+func (p SpendParams) hash() []byte {
+	return newRequest("spend").id(p.Account.UUID()).int(p.Amount).str(p.Reference).sum()
+}
+
+func (p HoldParams) hash() []byte {
+	return newRequest("hold").id(p.Account.UUID()).int(p.Amount).int(p.TTL.Microseconds()).str(p.Reference).sum()
+}
+
+func (p CaptureParams) hash() []byte {
+	return newRequest("capture").id(p.Hold.UUID()).int(p.Amount).str(p.Reference).sum()
+}
+
+func (p ReleaseParams) hash() []byte { return newRequest("release").id(p.Hold.UUID()).sum() }

@@ -180,6 +180,18 @@ var upgradeFixtures = map[uint]upgradeFixture{
 		    END IF;
 		END;
 		$check$;`},
+	8: {fill: `
+		-- A batch as the ledger sends it: two spends, a refusal, a hold and
+		-- a capture of an earlier hold, each with its own outcome; the
+		-- refusal leaves nothing behind.
+		SELECT set_config('meterbase.workspace_id', '00000000-0000-4000-9000-000000000001', true);
+		SELECT count(*) FROM meterbase_credit_batch('00000000-0000-4000-9000-000000000001', '00000000-0000-4000-a000-000000000001',
+		    ARRAY['spend', 'spend', 'spend', 'hold', 'release'],
+		    ARRAY[NULL, NULL, NULL, NULL, (SELECT hold_id FROM credit_holds WHERE reference = 'h2')]::uuid[],
+		    ARRAY[7, 1000000000000000, 3, 11, 0]::bigint[], ARRAY[0, 0, 0, 60000000, 0]::bigint[],
+		    ARRAY['batch one', '', repeat('b', 255), 'batch hold', ''],
+		    ARRAY['b1', 'b2', repeat('b', 255), 'b4', 'b5'],
+		    ARRAY[sha256('b1'), sha256('b2'), sha256('b3'), sha256('b4'), sha256('b5')], '2024-08-02 00:00:00+00');`},
 }
 
 // checkVersion5 runs on the rows of versions 1 to 4: nothing existing is

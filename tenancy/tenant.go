@@ -149,6 +149,23 @@ func (t *Tenant) Scope() Scope {
 	return t.scope
 }
 
+// Pool returns the pool the handle sends its statements through, each as
+// a transaction of its own, or nil when the handle belongs to one
+// transaction or one connection (a pgx.Tx, a *pgx.Conn, the handle InTx
+// gives). A repository may send the statements of several callers
+// together only on a pool: a transaction's statements are its caller's.
+func (t *Tenant) Pool() *pgxpool.Pool {
+	if t == nil {
+		return nil
+	}
+	p, _ := t.db.(*pgxpool.Pool)
+	return p
+}
+
+// RowLevelSecurity reports whether the handle sets the row-level security
+// context with its statements: false for one made WithoutRowLevelSecurity.
+func (t *Tenant) RowLevelSecurity() bool { return t != nil && t.rls }
+
 // usable refuses a nil or zero Tenant (one not made by NewTenant), which
 // has no connection and no tenant to filter on.
 func (t *Tenant) usable() error {

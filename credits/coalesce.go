@@ -1,0 +1,440 @@
+package credits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/meterbase/meterbase/internal/pg"
+	"github.com/meterbase/meterbase/tenancy"
+)
+
+// Coalescing (group commit). A hot account's ceiling is its commits: each
+// holds the account's row lock through its WAL flush. So while one
+// request on an account is in flight, the requests that arrive for it in
+// this process queue, and go together as one batch, one statement, one
+// commit, as soon as it returns: a lone caller waits for nothing. The
+// batch function (migration 0008) runs each request through the same code
+// as a single call, in queue order, and answers each with its own outcome.
+
+const (
+	// DefaultMaxBatch is the most requests a batch holds unless
+	// Config.MaxBatch says otherwise.
+	DefaultMaxBatch = 32
+	// MaxMaxBatch bounds Config.MaxBatch: a failed request in a batch
+	// makes the batch function run the others again, so a batch's worst
+	// case grows with its size squared.
+	MaxMaxBatch = 256
+	// maxRememberedHolds bounds the holds whose account the Ledger
+	// remembers for their capture or release.
+	maxRememberedHolds = 1 << 16
+)
+
+var stmtBatch = statement("batch")
+
+// operation is one state change that may be coalesced with others on its
+// account.
+type operation struct {
+	kind      string    // "spend", "hold", "capture", "release"
+	account   uuid.UUID // the account it changes; zero if not known
+	hold      uuid.UUID // a capture's or release's hold
+	amount    int64
+	ttlUS     int64
+	reference string
+	key       string
+	hash      []byte
+
+	// Set when it queues.
+	ctx    context.Context
+	t      *tenancy.Tenant
+	queued time.Time
+	sent   bool // guarded by coalescer.mu
+	done   chan delivery
+}
+
+// delivery is what a queued operation learns: its outcome in the batch,
+// or that the batch failed whole and it must run alone.
+type delivery struct {
+	out *outcome
+	// alone: the batch failed whole (unknown says whether it may have
+	// committed, cause why).
+	alone   bool
+	unknown bool
+	cause   error
+}
+
+// outcome is one row of meterbase_credit_batch.
+type outcome struct {
+	errCode, errMessage, errDetail, errConstraint *string
+
+	entryID                                 *uuid.UUID
+	seq, debtDelta, balanceAfter, heldAfter *int64
+	debtAfter                               *int64
+	reference                               *string
+	effectiveAt, recordedAt                 *time.Time
+	lotIDs                                  []uuid.UUID
+	lotAmounts                              []int64
+	lotCategories                           []string
+	amount                                  *int64
+	replay                                  *bool
+	result                                  []byte
+}
+
+// err is the operation's own error, as the single call would have
+// returned it, or nil.
+func (o *outcome) err(op string) error {
+	if o.errCode == nil {
+		return nil
+	}
+	pgErr := &pgconn.PgError{Severity: "ERROR", Code: *o.errCode, Message: deref(o.errMessage),
+		Detail: deref(o.errDetail), ConstraintName: deref(o.errConstraint)}
+	return mapError(op, pg.MapError(pgErr))
+}
+
+// spend is a spend's result, or its error.
+func (o *outcome) spend(account AccountID) (SpendResult, error) {
+	if err := o.err("spend"); err != nil {
+		return SpendResult{}, err
+	}
+	return SpendResult{Replay: deref(o.replay), Entry: spendEntry(account, deref(o.entryID), deref(o.seq), deref(o.debtDelta),
+		deref(o.balanceAfter), deref(o.heldAfter), deref(o.debtAfter), deref(o.reference), deref(o.effectiveAt),
+		deref(o.recordedAt), o.lotIDs, o.lotAmounts, o.lotCategories, deref(o.amount))}, nil
+}
+
+// decode is the operation's JSON result, or its error.
+func (o *outcome) decode(op string, out any) error {
+	if err := o.err(op); err != nil {
+		return err
+	}
+	return decodeResult(op, o.result, out)
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+// queueKey names the requests that may share a batch: the same pool, the
+// same workspace and row-level security setting (the batch runs with the
+// first one's handle, and the ledger's statements use nothing else of it),
+// the same account.
+type queueKey struct {
+	pool      *pgxpool.Pool
+	rls       bool
+	workspace uuid.UUID
+	account   uuid.UUID
+}
+
+type queue struct {
+	pending []*operation
+	busy    bool // a request or a batch of this account is in flight
+}
+
+type holdKey struct {
+	workspace uuid.UUID
+	hold      uuid.UUID
+}
+
+type coalescer struct {
+	l        *Ledger
+	maxBatch int
+
+	mu     sync.Mutex
+	queues map[queueKey]*queue
+	holds  map[holdKey]uuid.UUID // a hold's account, for its capture or release
+	stats  CoalescingStats
+}
+
+func newCoalescer(l *Ledger) *coalescer {
+	n := l.cfg.MaxBatch
+	switch {
+	case n <= 0:
+		n = DefaultMaxBatch
+	case n > MaxMaxBatch:
+		n = MaxMaxBatch
+	}
+	return &coalescer{l: l, maxBatch: n, queues: make(map[queueKey]*queue), holds: make(map[holdKey]uuid.UUID)}
+}
+
+// CoalescingStats says how the Ledger's requests went, since New.
+type CoalescingStats struct {
+	// Alone counts the spends, holds, captures and releases that ran as
+	// single calls: nothing else was in flight on their account, their
+	// handle belongs to a transaction, a capture or release of a hold
+	// this Ledger did not make, or coalescing is off.
+	Alone int64
+	// Batches counts the batches sent; Batched the requests in them.
+	Batches int64
+	Batched int64
+	// BatchSizes[i] counts the batches of 2^i to 2^(i+1)-1 requests:
+	// 1, 2–3, 4–7, 8–15, 16–31, 32–63, 64–127, 128–256.
+	BatchSizes [8]int64
+	// Fallbacks counts requests whose batch failed whole (a lost
+	// connection, say) and that then ran alone.
+	Fallbacks int64
+	// QueueWait sums, over batched requests, the time from queueing to
+	// being sent; MaxQueueWait is the longest.
+	QueueWait    time.Duration
+	MaxQueueWait time.Duration
+}
+
+// CoalescingStats returns the counters of the Ledger's coalescing.
+func (l *Ledger) CoalescingStats() CoalescingStats {
+	c := l.co
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
+
+// do runs op with its account's other requests, or alone, through the
+// caller's own single call. It returns op's outcome in a batch, or nil
+// and the error alone returned.
+func (c *coalescer) do(ctx context.Context, t *tenancy.Tenant, op *operation, alone func() error) (*outcome, error) {
+	pool := t.Pool()
+	if c.l.cfg.NoCoalescing || pool == nil || op.account == uuid.Nil {
+		c.count(func(s *CoalescingStats) { s.Alone++ })
+		return nil, alone()
+	}
+	key := queueKey{pool: pool, rls: t.RowLevelSecurity(), workspace: t.Scope().Workspace().UUID(), account: op.account}
+	c.mu.Lock()
+	q := c.queues[key]
+	if q == nil {
+		q = &queue{}
+		c.queues[key] = q
+	}
+	if !q.busy {
+		// Nothing in flight: the caller goes at once, alone, and whoever
+		// comes meanwhile queues behind it.
+		q.busy = true
+		c.stats.Alone++
+		c.mu.Unlock()
+		err := alone()
+		c.handOff(key, q)
+		return nil, err
+	}
+	op.ctx, op.t, op.queued, op.done = ctx, t, time.Now(), make(chan delivery, 1)
+	q.pending = append(q.pending, op)
+	c.mu.Unlock()
+
+	select {
+	case d := <-op.done:
+		return c.delivered(ctx, op, d, alone)
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	if !op.sent {
+		q.pending = slices.DeleteFunc(q.pending, func(x *operation) bool { return x == op })
+		c.mu.Unlock()
+		return nil, fmt.Errorf("credits: %s: %w", op.kind, ctx.Err())
+	}
+	c.mu.Unlock()
+	select {
+	case d := <-op.done: // it arrived as the context ended
+		return c.delivered(ctx, op, d, alone)
+	default:
+	}
+	return nil, &OutcomeUnknownError{Operation: op.kind, Key: op.key, Err: ctx.Err()}
+}
+
+func (c *coalescer) delivered(ctx context.Context, op *operation, d delivery, alone func() error) (*outcome, error) {
+	if !d.alone {
+		return d.out, nil
+	}
+	if d.unknown && ctx.Err() != nil {
+		return nil, &OutcomeUnknownError{Operation: op.kind, Key: op.key, Err: d.cause}
+	}
+	// The batch failed whole; the request runs alone, with its key: if
+	// the batch did commit, that is a replay of what it did.
+	c.count(func(s *CoalescingStats) { s.Fallbacks++ })
+	return nil, alone()
+}
+
+// handOff ends a turn on the account: a goroutine sends what queued
+// meanwhile, or the queue goes.
+func (c *coalescer) handOff(key queueKey, q *queue) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(q.pending) == 0 {
+		q.busy = false
+		delete(c.queues, key)
+		return
+	}
+	go c.drain(key, q)
+}
+
+// drain sends the account's queue in batches, one at a time, until it is
+// empty.
+func (c *coalescer) drain(key queueKey, q *queue) {
+	for {
+		c.mu.Lock()
+		n := min(len(q.pending), c.maxBatch)
+		if n == 0 {
+			q.busy = false
+			delete(c.queues, key)
+			c.mu.Unlock()
+			return
+		}
+		batch := slices.Clone(q.pending[:n])
+		q.pending = slices.Delete(q.pending, 0, n)
+		now := time.Now()
+		c.stats.Batches++
+		c.stats.Batched += int64(n)
+		c.stats.BatchSizes[min(bitLen(n)-1, len(c.stats.BatchSizes)-1)]++
+		for _, op := range batch {
+			op.sent = true
+			wait := now.Sub(op.queued)
+			c.stats.QueueWait += wait
+			c.stats.MaxQueueWait = max(c.stats.MaxQueueWait, wait)
+		}
+		c.mu.Unlock()
+		c.send(batch)
+	}
+}
+
+func bitLen(n int) int {
+	b := 0
+	for ; n > 0; n >>= 1 {
+		b++
+	}
+	return b
+}
+
+// send runs one batch and delivers each operation its outcome.
+func (c *coalescer) send(batch []*operation) {
+	ctx, stop := batchContext(batch)
+	defer stop()
+	outs, err := c.l.runBatch(ctx, batch[0].t, batch[0].account, batch)
+	if err != nil {
+		unknown := outcomeUnknown(err)
+		for _, op := range batch {
+			op.done <- delivery{alone: true, unknown: unknown, cause: err}
+		}
+		return
+	}
+	for i, op := range batch {
+		op.done <- delivery{out: &outs[i]}
+	}
+}
+
+// runBatch sends a batch of operations on account as one statement and
+// returns their outcomes, in order.
+func (l *Ledger) runBatch(ctx context.Context, t *tenancy.Tenant, account uuid.UUID, batch []*operation) ([]outcome, error) {
+	n := len(batch)
+	kinds, holds := make([]string, n), make([]uuid.UUID, n)
+	amounts, ttls := make([]int64, n), make([]int64, n)
+	references, keys, hashes := make([]string, n), make([]string, n), make([][]byte, n)
+	for i, op := range batch {
+		kinds[i], holds[i], amounts[i], ttls[i] = op.kind, op.hold, op.amount, op.ttlUS
+		references[i], keys[i], hashes[i] = op.reference, op.key, op.hash
+	}
+	rows, err := t.Query(ctx, stmtBatch, tenancy.Args{
+		"account": account, "kinds": kinds, "holds": holds, "amounts": amounts, "ttls_us": ttls,
+		"references": references, "keys": keys, "hashes": hashes, "now": l.now(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	outs := make([]outcome, 0, n)
+	for rows.Next() {
+		var o outcome
+		if err := rows.Scan(&o.errCode, &o.errMessage, &o.errDetail, &o.errConstraint, &o.entryID, &o.seq,
+			&o.debtDelta, &o.balanceAfter, &o.heldAfter, &o.debtAfter, &o.reference, &o.effectiveAt,
+			&o.recordedAt, &o.lotIDs, &o.lotAmounts, &o.lotCategories, &o.amount, &o.replay, &o.result); err != nil {
+			return nil, err
+		}
+		outs = append(outs, o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(outs) != n {
+		return nil, fmt.Errorf("credits: a batch of %d requests returned %d outcomes", n, len(outs))
+	}
+	return outs, nil
+}
+
+// batchContext is the context a batch runs under: it carries the first
+// request's values, and ends when every request's context has ended (one
+// caller giving up must not fail its neighbours).
+func batchContext(batch []*operation) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(batch[0].ctx))
+	var live atomic.Int64
+	live.Store(int64(len(batch)))
+	stops := make([]func() bool, len(batch))
+	for i, op := range batch {
+		stops[i] = context.AfterFunc(op.ctx, func() {
+			if live.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
+}
+
+func (c *coalescer) count(f func(*CoalescingStats)) {
+	c.mu.Lock()
+	f(&c.stats)
+	c.mu.Unlock()
+}
+
+// rememberHold notes a hold's account, so that its capture or release can
+// join the account's batches.
+func (c *coalescer) rememberHold(t *tenancy.Tenant, hold HoldID, account AccountID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.holds) >= maxRememberedHolds {
+		for k := range c.holds { // an arbitrary one goes
+			delete(c.holds, k)
+			break
+		}
+	}
+	c.holds[holdKey{t.Scope().Workspace().UUID(), hold.UUID()}] = account.UUID()
+}
+
+// holdAccount returns the account of a hold this Ledger made, or zero; a
+// resolving request forgets it (a second resolution runs alone).
+func (c *coalescer) holdAccount(t *tenancy.Tenant, hold HoldID) uuid.UUID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := holdKey{t.Scope().Workspace().UUID(), hold.UUID()}
+	account := c.holds[k]
+	delete(c.holds, k)
+	return account
+}
+
+// outcomeUnknown reports whether a failed call may nonetheless have
+// committed: it was sent, and then the connection or the context ended
+// before its answer came. A statement the server answered with an error
+// did not commit, unless the error ends the session (the answer may have
+// been lost with it).
+func outcomeUnknown(err error) bool {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		switch pgErr.Code {
+		case "57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
+			return true
+		}
+		return len(pgErr.Code) == 5 && pgErr.Code[:2] == "08" // connection exceptions
+	}
+	if _, ok := errors.AsType[*tenancy.InvalidInputError](err); ok {
+		return false
+	}
+	return !pgconn.SafeToRetry(err)
+}
