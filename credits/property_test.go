@@ -140,6 +140,7 @@ func TestLedgerMatchesModel(t *testing.T) {
 			"limit":    s.setLimit,
 			"retry":    s.retry,
 			"conflict": s.conflict,
+			"burst":    s.burst,
 			"":         s.check,
 		})
 	})
@@ -540,3 +541,198 @@ func withReplay(v any) any {
 	}
 	panic(fmt.Sprintf("no replay for %T", v))
 }
+
+// burst sends a few spends, holds, captures and releases at once, from
+// goroutines, so that they are coalesced into batches: each caller's
+// result must be what it would have been alone, in the order the journal
+// shows. The successes, applied to the model in journal order, must give
+// the same results; each refusal must be what the model says at some
+// point of that order (a refusal changes nothing, so where it fell is
+// unseen), and before the success of its key, if a same-key twin
+// succeeded; a same-key twin after the success returns it as a replay.
+func (s *machine) burst(t *rapid.T) {
+	type request struct {
+		params any
+		do     func(ctx context.Context) (any, error)
+		twinOf int // the earlier request it repeats, key and all; -1 if none
+		res    any
+		err    error
+	}
+	n := rapid.IntRange(2, 10).Draw(t, "burst size")
+	reqs := make([]*request, n)
+	for i := range reqs {
+		kinds := []string{"spend", "spend", "spend", "hold"}
+		if len(s.holds) > 0 {
+			kinds = append(kinds, "capture", "release")
+		}
+		if i > 0 {
+			kinds = append(kinds, "twin")
+		}
+		r := &request{twinOf: -1}
+		switch rapid.SampledFrom(kinds).Draw(t, "burst request") {
+		case "spend":
+			p := credits.SpendParams{Account: s.pickAccount(t), Amount: rapid.Int64Range(1, 60).Draw(t, "amount"), Key: key("burst-spend")}
+			r.params, r.do = p, func(ctx context.Context) (any, error) { return s.ledger.Spend(ctx, s.tn, p) }
+		case "hold":
+			p := credits.HoldParams{Account: s.pickAccount(t), Amount: rapid.Int64Range(1, 40).Draw(t, "amount"),
+				TTL: time.Duration(rapid.IntRange(1, 360).Draw(t, "ttl minutes")) * time.Minute, Key: key("burst-hold")}
+			r.params, r.do = p, func(ctx context.Context) (any, error) { return s.ledger.Hold(ctx, s.tn, p) }
+		case "capture":
+			p := credits.CaptureParams{Hold: rapid.SampledFrom(s.holds).Draw(t, "hold"), Amount: rapid.Int64Range(1, 60).Draw(t, "amount"), Key: key("burst-capture")}
+			r.params, r.do = p, func(ctx context.Context) (any, error) { return s.ledger.Capture(ctx, s.tn, p) }
+		case "release":
+			p := credits.ReleaseParams{Hold: rapid.SampledFrom(s.holds).Draw(t, "hold"), Key: key("burst-release")}
+			r.params, r.do = p, func(ctx context.Context) (any, error) { return s.ledger.Release(ctx, s.tn, p) }
+		case "twin":
+			of := rapid.IntRange(0, i-1).Draw(t, "twin of")
+			for reqs[of].twinOf >= 0 {
+				of = reqs[of].twinOf
+			}
+			r.params, r.do, r.twinOf = reqs[of].params, reqs[of].do, of
+		}
+		reqs[i] = r
+	}
+	before := s.ledger.CoalescingStats()
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, r := range reqs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			r.res, r.err = r.do(s.ctx)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if after := s.ledger.CoalescingStats(); after.Batches > before.Batches {
+		s.cover.add(fmt.Sprintf("burst:batched=%d", min(after.Batched-before.Batched, 4)))
+	}
+
+	// The fresh successes, in journal order (accounts apart, their entries
+	// in sequence); the model follows them one by one.
+	entryOf := func(res any) credits.Entry {
+		switch r := res.(type) {
+		case credits.SpendResult:
+			return r.Entry
+		case credits.HoldResult:
+			return r.Entry
+		case credits.CaptureResult:
+			return r.Entry
+		case credits.ReleaseResult:
+			return r.Entry
+		}
+		panic(fmt.Sprintf("%T", res))
+	}
+	var fresh []int
+	for i, r := range reqs {
+		if r.err == nil && !replayOf(r.res) {
+			fresh = append(fresh, i)
+		}
+	}
+	slices.SortFunc(fresh, func(a, b int) int {
+		ea, eb := entryOf(reqs[a].res), entryOf(reqs[b].res)
+		if c := strings.Compare(ea.AccountID.String(), eb.AccountID.String()); c != 0 {
+			return c
+		}
+		return int(ea.Seq - eb.Seq)
+	})
+	apply := func(m *model, r *request) (*model, any, error) {
+		now := s.now()
+		switch p := r.params.(type) {
+		case credits.SpendParams:
+			res, _ := r.res.(credits.SpendResult)
+			return m.spend(p, res.Entry.ID, now)
+		case credits.HoldParams:
+			res, _ := r.res.(credits.HoldResult)
+			return m.hold(p, res.Hold.ID, now)
+		case credits.CaptureParams:
+			res, _ := r.res.(credits.CaptureResult)
+			return m.capture(p, res.Entry.ID, now)
+		case credits.ReleaseParams:
+			return m.release(p, now)
+		}
+		panic(fmt.Sprintf("%T", r.params))
+	}
+	states := []*model{s.m}
+	position := map[int]int{} // a fresh success's place in the order
+	for k, i := range fresh {
+		next, mres, merr := apply(states[len(states)-1], reqs[i])
+		require.NoError(t, merr, "request %d (%T) succeeded in the ledger", i, reqs[i].params)
+		require.Equal(t, normalize(mres), normalize(reqs[i].res), "request %d (%T)", i, reqs[i].params)
+		states = append(states, next)
+		position[i] = k
+		s.cover.add("burst:" + strings.TrimPrefix(fmt.Sprintf("%T", reqs[i].params), "credits.") + ":ok")
+	}
+	root := func(i int) int {
+		if reqs[i].twinOf >= 0 {
+			return reqs[i].twinOf
+		}
+		return i
+	}
+	freshOfKey := map[int]int{} // key (its first request) -> the request that applied it
+	for _, i := range fresh {
+		_, dup := freshOfKey[root(i)]
+		require.False(t, dup, "key of request %d applied twice", i)
+		freshOfKey[root(i)] = i
+	}
+	for i, r := range reqs {
+		applied, ok := freshOfKey[root(i)]
+		switch {
+		case r.err == nil && !replayOf(r.res):
+		case r.err == nil:
+			require.True(t, ok, "request %d is a replay of nothing", i)
+			require.Equal(t, withReplay(reqs[applied].res), r.res, "request %d replays request %d", i, applied)
+			s.cover.add("burst:replay")
+		default:
+			last := len(states) - 1
+			if ok {
+				last = position[applied]
+			}
+			matched := false
+			for j := 0; j <= last && !matched; j++ {
+				_, _, merr := apply(states[j], r)
+				matched = merr != nil && sameError(r.err, merr)
+			}
+			require.True(t, matched, "request %d (%+v) failed with %v, which the model gives at no point of the order", i, r.params, r.err)
+			s.cover.add("burst:" + strings.TrimPrefix(fmt.Sprintf("%T", r.params), "credits.") + ":refused")
+		}
+	}
+	s.m = states[len(states)-1]
+	s.snap()
+	for _, i := range fresh {
+		r := reqs[i]
+		switch p := r.params.(type) {
+		case credits.SpendParams:
+			s.spends = append(s.spends, r.res.(credits.SpendResult).Entry.ID)
+			s.remember(p.Key, r.res, r.do)
+		case credits.HoldParams:
+			s.holds = append(s.holds, r.res.(credits.HoldResult).Hold.ID)
+			s.remember(p.Key, r.res, r.do)
+		case credits.CaptureParams:
+			s.spends = append(s.spends, r.res.(credits.CaptureResult).Entry.ID)
+			s.remember(p.Key, r.res, r.do)
+		case credits.ReleaseParams:
+			s.remember(p.Key, r.res, r.do)
+		}
+	}
+}
+
+// sameError is requireSameError as a question.
+func sameError(db, want error) (same bool) {
+	p := &probe{}
+	defer func() {
+		if r := recover(); r != nil && r != p {
+			panic(r)
+		}
+		same = !p.failed
+	}()
+	requireSameError(p, db, want)
+	return
+}
+
+// probe is a require.TestingT that records a failure and stops there.
+type probe struct{ failed bool }
+
+func (p *probe) Errorf(string, ...any) { p.failed = true }
+func (p *probe) FailNow()              { p.failed = true; panic(p) }
