@@ -150,6 +150,9 @@ type coalescer struct {
 	l        *Ledger
 	maxBatch int
 
+	// beforeSend, a test hook, runs when a batch is about to be sent.
+	beforeSend func()
+
 	mu     sync.Mutex
 	queues map[queueKey]*queue
 	holds  map[holdKey]uuid.UUID // a hold's account, for its capture or release
@@ -298,6 +301,9 @@ func (c *coalescer) drain(key queueKey, q *queue) {
 			c.stats.MaxQueueWait = max(c.stats.MaxQueueWait, wait)
 		}
 		c.mu.Unlock()
+		if c.beforeSend != nil {
+			c.beforeSend()
+		}
 		c.send(batch)
 	}
 }
@@ -374,12 +380,18 @@ func batchContext(batch []*operation) (context.Context, func()) {
 	var live atomic.Int64
 	live.Store(int64(len(batch)))
 	stops := make([]func() bool, len(batch))
+	leave := func() {
+		if live.Add(-1) == 0 {
+			cancel()
+		}
+	}
 	for i, op := range batch {
-		stops[i] = context.AfterFunc(op.ctx, func() {
-			if live.Add(-1) == 0 {
-				cancel()
-			}
-		})
+		if op.ctx.Err() != nil { // gone already: the batch must know now
+			leave()
+			stops[i] = func() bool { return false }
+			continue
+		}
+		stops[i] = context.AfterFunc(op.ctx, leave)
 	}
 	return ctx, func() {
 		for _, stop := range stops {

@@ -71,3 +71,18 @@ func RunBatch(ctx context.Context, l *Ledger, t *tenancy.Tenant, account Account
 	}
 	return res, nil
 }
+
+// SetBeforeSend makes f run whenever l is about to send a batch (its
+// requests counted as sent).
+func SetBeforeSend(l *Ledger, f func()) { l.co.beforeSend = f }
+
+// Pending returns how many requests wait in l's queues.
+func Pending(l *Ledger) int {
+	l.co.mu.Lock()
+	defer l.co.mu.Unlock()
+	n := 0
+	for _, q := range l.co.queues {
+		n += len(q.pending)
+	}
+	return n
+}

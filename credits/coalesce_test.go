@@ -1,0 +1,309 @@
+package credits_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meterbase/meterbase/credits"
+	"github.com/meterbase/meterbase/tenancy"
+)
+
+// blockAccount holds the account's queue lock (the advisory lock every
+// ledger write takes first) from another session, until release is called.
+func blockAccount(t *testing.T, w *world, account credits.AccountID) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := w.pool.Acquire(ctx)
+	require.NoError(t, err)
+	const lock = `('x' || substr(replace($1::text, '-', ''), 17, 16))::bit(64)::bigint`
+	_, err = conn.Exec(ctx, `SELECT pg_advisory_lock(`+lock+`)`, account.UUID())
+	require.NoError(t, err)
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			_, err := conn.Exec(ctx, `SELECT pg_advisory_unlock(`+lock+`)`, account.UUID())
+			require.NoError(t, err)
+			conn.Release()
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// waitFor polls cond until it holds, or fails the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+type spendAnswer struct {
+	res credits.SpendResult
+	err error
+}
+
+func spendAsync(ctx context.Context, l *credits.Ledger, tn *tenancy.Tenant, p credits.SpendParams) chan spendAnswer {
+	ch := make(chan spendAnswer, 1)
+	go func() {
+		res, err := l.Spend(ctx, tn, p)
+		ch <- spendAnswer{res, err}
+	}()
+	return ch
+}
+
+func answer(t *testing.T, ch chan spendAnswer) spendAnswer {
+	t.Helper()
+	select {
+	case a := <-ch:
+		return a
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer")
+		return spendAnswer{}
+	}
+}
+
+// A caller that gives up while its request waits in the queue leaves
+// without effect, with its context's error; one that gives up after its
+// request was sent gets an *OutcomeUnknownError, and its retry with the
+// same key returns what the batch did; the neighbours of both are served.
+func TestCancelledCallersOfABatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 1)
+	l := credits.New(nil)
+	tn := w.tenants[0]
+	account := w.account(t, 0, tenancy.UserID{}, 0)
+	w.grant(t, 0, account, 1000)
+
+	release := blockAccount(t, w, account)
+	leader := spendAsync(ctx, l, tn, credits.SpendParams{Account: account, Amount: 1, Key: key("leader")})
+	waitFor(t, "the leader to run", func() bool { return l.CoalescingStats().Alone == 1 })
+
+	queuedCtx, cancelQueued := context.WithCancel(ctx)
+	sentCtx, cancelSent := context.WithCancel(ctx)
+	queued := credits.SpendParams{Account: account, Amount: 10, Key: key("queued")}
+	sent := credits.SpendParams{Account: account, Amount: 20, Key: key("sent")}
+	neighbour := credits.SpendParams{Account: account, Amount: 30, Key: key("neighbour")}
+	queuedCh := spendAsync(queuedCtx, l, tn, queued)
+	waitFor(t, "a queued request", func() bool { return credits.Pending(l) == 1 })
+	sentCh := spendAsync(sentCtx, l, tn, sent)
+	neighbourCh := spendAsync(ctx, l, tn, neighbour)
+	waitFor(t, "three queued requests", func() bool { return credits.Pending(l) == 3 })
+
+	// Given up in the queue: gone at once, without effect.
+	cancelQueued()
+	a := answer(t, queuedCh)
+	require.ErrorIs(t, a.err, context.Canceled)
+	require.NotErrorIs(t, a.err, credits.ErrOutcomeUnknown)
+	require.Equal(t, 2, credits.Pending(l))
+
+	// Given up once sent: the batch waits in the hook until the caller has
+	// its answer, then runs for the neighbour.
+	sending, proceed := make(chan struct{}), make(chan struct{})
+	credits.SetBeforeSend(l, func() { close(sending); <-proceed })
+	release()
+	require.NoError(t, answer(t, leader).err)
+	<-sending
+	cancelSent()
+	a = answer(t, sentCh)
+	require.ErrorIs(t, a.err, credits.ErrOutcomeUnknown)
+	require.ErrorIs(t, a.err, context.Canceled)
+	var unknown *credits.OutcomeUnknownError
+	require.ErrorAs(t, a.err, &unknown)
+	require.Equal(t, sent.Key, unknown.Key)
+	require.Equal(t, "spend", unknown.Operation)
+	close(proceed)
+	n := answer(t, neighbourCh)
+	require.NoError(t, n.err)
+	require.False(t, n.res.Replay)
+
+	// The batch went on after the caller left: its retry is a replay.
+	retry, err := l.Spend(ctx, tn, sent)
+	require.NoError(t, err)
+	require.True(t, retry.Replay, "the batch applied the request of the caller who gave up")
+	require.Equal(t, int64(-20), retry.Entry.Amount)
+	// The request given up in the queue was never applied: its retry is
+	// a first application.
+	first, err := l.Spend(ctx, tn, queued)
+	require.NoError(t, err)
+	require.False(t, first.Replay)
+
+	stats := l.CoalescingStats()
+	require.Equal(t, int64(1), stats.Batches)
+	require.Equal(t, int64(2), stats.Batched)
+	bal, err := l.Balance(ctx, tn, credits.BalanceParams{Account: account})
+	require.NoError(t, err)
+	require.Equal(t, int64(1000-1-10-20-30), bal.Total)
+	w.reconcile(t, 0)
+}
+
+// When every caller of a batch gives up before it is sent, the batch is
+// not sent (its context has ended): each caller has an
+// *OutcomeUnknownError, and a retry applies the request once.
+func TestBatchWhoseCallersAllGaveUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 1)
+	l := credits.New(nil)
+	tn := w.tenants[0]
+	account := w.account(t, 0, tenancy.UserID{}, 0)
+	w.grant(t, 0, account, 100)
+
+	release := blockAccount(t, w, account)
+	leader := spendAsync(ctx, l, tn, credits.SpendParams{Account: account, Amount: 1, Key: key("leader")})
+	waitFor(t, "the leader to run", func() bool { return l.CoalescingStats().Alone == 1 })
+	callerCtx, cancel := context.WithCancel(ctx)
+	p := credits.SpendParams{Account: account, Amount: 5, Key: key("gave-up")}
+	ch := spendAsync(callerCtx, l, tn, p)
+	waitFor(t, "a queued request", func() bool { return credits.Pending(l) == 1 })
+	sending, proceed := make(chan struct{}), make(chan struct{})
+	credits.SetBeforeSend(l, func() { close(sending); <-proceed })
+	release()
+	require.NoError(t, answer(t, leader).err)
+	<-sending
+	cancel()
+	require.ErrorIs(t, answer(t, ch).err, credits.ErrOutcomeUnknown)
+	close(proceed)
+	waitFor(t, "the queue to empty", func() bool { return credits.Pending(l) == 0 })
+
+	var applied int
+	require.NoError(t, w.db.RawPool(t).QueryRow(ctx, `SELECT count(*) FROM credit_idempotency WHERE key = $1`, p.Key).Scan(&applied))
+	require.Zero(t, applied, "a batch none of whose callers waits is not sent")
+	res, err := l.Spend(ctx, tn, p)
+	require.NoError(t, err)
+	require.False(t, res.Replay)
+	w.reconcile(t, 0)
+}
+
+// A lone caller runs at once, alone: no batch, no wait. A handle bound to
+// a transaction never joins a batch, however many run at once.
+func TestLoneCallersAndTransactionsRunAlone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 1)
+	l := credits.New(nil)
+	tn := w.tenants[0]
+	account := w.account(t, 0, tenancy.UserID{}, 0)
+	w.grant(t, 0, account, 1000)
+	for range 5 {
+		_, err := l.Spend(ctx, tn, credits.SpendParams{Account: account, Amount: 1, Key: key("lone")})
+		require.NoError(t, err)
+	}
+	require.Equal(t, credits.CoalescingStats{Alone: 5}, l.CoalescingStats())
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- tn.InTx(ctx, func(tx *tenancy.Tenant) error {
+				_, err := l.Spend(ctx, tx, credits.SpendParams{Account: account, Amount: 1, Key: key("in-tx")})
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	stats := l.CoalescingStats()
+	require.Zero(t, stats.Batches)
+	require.Equal(t, int64(5+16), stats.Alone)
+}
+
+// Coalescing off: every call alone, whatever the concurrency.
+func TestNoCoalescing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 1)
+	l := credits.New(&credits.Config{NoCoalescing: true})
+	tn := w.tenants[0]
+	account := w.account(t, 0, tenancy.UserID{}, 0)
+	w.grant(t, 0, account, 1000)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := l.Spend(ctx, tn, credits.SpendParams{Account: account, Amount: 1, Key: key("off")})
+			require.NoError(t, err)
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, credits.CoalescingStats{Alone: 32}, l.CoalescingStats())
+}
+
+// A pool that runs dry in the middle of a batch: the spends it can pay
+// succeed, in journal order, and each of the others gets its own
+// insufficient-credits error with what was left when its turn came; a
+// refused request never fails its neighbours.
+func TestPoolRunsDryMidBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 1)
+	l := credits.New(&credits.Config{MaxBatch: 64})
+	tn := w.tenants[0]
+	account := w.account(t, 0, tenancy.UserID{}, 0)
+	w.grant(t, 0, account, 100)
+
+	release := blockAccount(t, w, account)
+	leader := spendAsync(ctx, l, tn, credits.SpendParams{Account: account, Amount: 1, Key: key("leader")})
+	waitFor(t, "the leader to run", func() bool { return l.CoalescingStats().Alone == 1 })
+	var chans []chan spendAnswer
+	for i := range 40 {
+		chans = append(chans, spendAsync(ctx, l, tn, credits.SpendParams{Account: account, Amount: int64(1 + i%7), Key: key("dry")}))
+	}
+	waitFor(t, "forty queued requests", func() bool { return credits.Pending(l) == 40 })
+	release()
+	require.NoError(t, answer(t, leader).err)
+
+	var spent, ok int64
+	var refusals []*credits.InsufficientCreditsError
+	for _, ch := range chans {
+		a := answer(t, ch)
+		var insufficient *credits.InsufficientCreditsError
+		switch {
+		case a.err == nil:
+			ok++
+			spent -= a.res.Entry.Amount
+		case errors.As(a.err, &insufficient):
+			refusals = append(refusals, insufficient)
+		default:
+			t.Fatalf("unexpected error: %v", a.err)
+		}
+	}
+	require.NotEmpty(t, refusals)
+	require.Equal(t, 40, int(ok)+len(refusals))
+	require.Equal(t, int64(1), l.CoalescingStats().Batches, "%+v", l.CoalescingStats())
+	bal, err := l.Balance(ctx, tn, credits.BalanceParams{Account: account})
+	require.NoError(t, err)
+	require.Equal(t, 100-1-spent, bal.Total)
+
+	// Every refusal was right at its turn in the serial order the journal
+	// shows: what it was told was left is a balance the journal passed
+	// through, and less than it asked.
+	rows, err := w.db.RawPool(t).Query(ctx, `SELECT balance_after FROM credit_entries WHERE account_id = $1 AND kind = 'spend' ORDER BY entry_seq`, account.UUID())
+	require.NoError(t, err)
+	after, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	require.NoError(t, err)
+	require.Len(t, after, int(ok)+1)
+	for _, r := range refusals {
+		require.Contains(t, after, r.Available)
+		require.Less(t, r.Available, r.Requested)
+		require.Less(t, bal.Total, r.Requested)
+	}
+	w.reconcile(t, 0)
+}
