@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -96,6 +100,12 @@ func newBenchDB(b *testing.B, accounts, conns int) *benchDB {
 // ops/s and the p99 latency.
 func concurrently(b *testing.B, clients int, op func(ctx context.Context, rnd *rand.Rand) error) {
 	b.Helper()
+	concurrentlyByClient(b, clients, func(ctx context.Context, _ int, rnd *rand.Rand) error { return op(ctx, rnd) })
+}
+
+// concurrentlyByClient is concurrently, with the client's number.
+func concurrentlyByClient(b *testing.B, clients int, op func(ctx context.Context, client int, rnd *rand.Rand) error) {
+	b.Helper()
 	ctx := context.Background()
 	var next atomic.Int64
 	lat := make([][]time.Duration, clients)
@@ -110,7 +120,7 @@ func concurrently(b *testing.B, clients int, op func(ctx context.Context, rnd *r
 			rnd := rand.New(rand.NewPCG(uint64(c), uint64(time.Now().UnixNano())))
 			for next.Add(1) <= int64(b.N) {
 				t0 := time.Now()
-				if err := op(ctx, rnd); err != nil {
+				if err := op(ctx, c, rnd); err != nil {
 					failed.Store(err)
 					return
 				}
@@ -375,7 +385,11 @@ func naiveSpend(ctx context.Context, pool *pgxpool.Pool, ws, account, lot uuid.U
 }
 
 // 2. One hot account among 10,000, 32 concurrent spenders: the ledger
-// against the naive pattern.
+// (coalescing, the default) against the naive pattern, against itself
+// with coalescing off, as two processes (two Ledgers, each with its own
+// pool and 16 of the spenders), and against the ceiling of one hot row
+// that Postgres gives without batching: a bare guarded single-row UPDATE
+// run by pgbench with as many clients.
 func BenchmarkSpendHot(b *testing.B) {
 	const clients = 32
 	d := newBenchDB(b, 10_000, clients)
@@ -383,22 +397,112 @@ func BenchmarkSpendHot(b *testing.B) {
 	var lot uuid.UUID
 	require.NoError(b, d.pool.QueryRow(context.Background(), `SELECT grant_id FROM credit_grants WHERE account_id = $1`, account).Scan(&lot))
 	id := d.ids[0]
-	spend := func(tn *tenancy.Tenant) func(b *testing.B) {
+	spendWith := func(ledgers ...*credits.Ledger) func(b *testing.B) {
+		// Ledger i serves the spenders c with c % len(ledgers) == i: one
+		// Ledger over the benchmark's pool, or each over a pool of its own,
+		// as so many processes (closed after each run, so that pgbench
+		// finds its connections).
 		return func(b *testing.B) {
-			concurrently(b, clients, func(ctx context.Context, _ *rand.Rand) error {
-				_, err := d.ledger.Spend(ctx, tn, credits.SpendParams{Account: id, Amount: 1, Reference: "bench", Key: benchKey()})
+			tenants := []*tenancy.Tenant{d.tn}
+			if len(ledgers) > 1 {
+				tenants = tenants[:0]
+				for range ledgers {
+					pool := d.w.db.Connect(b, func(c *pgxpool.Config) {
+						c.ConnConfig.Tracer = nil
+						c.MaxConns = int32(clients / len(ledgers))
+					})
+					defer pool.Close()
+					scope, _ := tenancy.NewScope(d.w.ws[0])
+					tn, err := tenancy.NewTenant(pool, scope)
+					require.NoError(b, err)
+					tenants = append(tenants, tn)
+				}
+			}
+			concurrentlyByClient(b, clients, func(ctx context.Context, client int, _ *rand.Rand) error {
+				i := client % len(ledgers)
+				_, err := ledgers[i].Spend(ctx, tenants[i], credits.SpendParams{Account: id, Amount: 1, Reference: "bench", Key: benchKey()})
 				return err
 			})
 		}
 	}
+	coalescing := credits.New(nil)
 	rounds(b,
 		variant{"naive", func(b *testing.B) {
 			concurrently(b, clients, func(ctx context.Context, _ *rand.Rand) error {
 				return naiveSpend(ctx, d.pool, d.ws, account, lot, 1)
 			})
 		}},
-		variant{"ledger", spend(d.tn)},
-		variant{"ledger-no-rls-context", spend(d.bypass)})
+		variant{"ledger", spendWith(coalescing)},
+		variant{"ledger-coalescing-off", spendWith(credits.New(&credits.Config{NoCoalescing: true}))},
+		variant{"ledger-two-processes", spendWith(credits.New(nil), credits.New(nil))},
+		variant{"pgbench-guarded-update", func(b *testing.B) { pgbenchHotRow(b, d, clients) }})
+	b.Logf("coalescing of the one-process ledger: %+v", coalescing.CoalescingStats())
+}
+
+// 4. A lone caller, one spend at a time on one account: its latency with
+// coalescing on (the default) and off.
+func BenchmarkSpendLone(b *testing.B) {
+	d := newBenchDB(b, 1000, 1)
+	id := d.ids[0]
+	spend := func(l *credits.Ledger) func(b *testing.B) {
+		return func(b *testing.B) {
+			concurrently(b, 1, func(ctx context.Context, _ *rand.Rand) error {
+				_, err := l.Spend(ctx, d.tn, credits.SpendParams{Account: id, Amount: 1, Reference: "bench", Key: benchKey()})
+				return err
+			})
+		}
+	}
+	rounds(b,
+		variant{"coalescing-on", spend(credits.New(nil))},
+		variant{"coalescing-off", spend(credits.New(&credits.Config{NoCoalescing: true}))})
+}
+
+// pgbenchHotRow runs b.N transactions of a bare guarded UPDATE of one row
+// (a balance and nothing else: no journal, no key, no lots) through
+// pgbench with clients connections, and reports its ops/s and p99 from
+// its per-transaction log.
+func pgbenchHotRow(b *testing.B, d *benchDB, clients int) {
+	ctx := context.Background()
+	_, err := d.pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS bench_hot_row (id int PRIMARY KEY, balance bigint NOT NULL);
+		INSERT INTO bench_hot_row VALUES (1, 1000000000000) ON CONFLICT DO NOTHING`)
+	require.NoError(b, err)
+	dir := b.TempDir()
+	script := filepath.Join(dir, "update.sql")
+	require.NoError(b, os.WriteFile(script, []byte("UPDATE bench_hot_row SET balance = balance - 1 WHERE id = 1 AND balance >= 1;\n"), 0o600))
+	cc := d.w.db.Config.ConnConfig
+	perClient := max(1, b.N/clients)
+	cmd := exec.CommandContext(ctx, "pgbench", "-n", "-M", "prepared", "-c", strconv.Itoa(clients), "-j", "2",
+		"-t", strconv.Itoa(perClient), "-f", script, "--log", "--log-prefix", filepath.Join(dir, "log"),
+		"-h", cc.Host, "-p", strconv.Itoa(int(cc.Port)), "-U", cc.User, cc.Database)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+cc.Password)
+	b.ResetTimer()
+	out, err := cmd.CombinedOutput()
+	b.StopTimer()
+	require.NoError(b, err, "pgbench (from the PostgreSQL client package) must be installed: %s", out)
+	m := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`).FindSubmatch(out)
+	require.NotNil(b, m, "%s", out)
+	tps, err := strconv.ParseFloat(string(m[1]), 64)
+	require.NoError(b, err)
+	logs, err := filepath.Glob(filepath.Join(dir, "log*"))
+	require.NoError(b, err)
+	var lat []int64
+	for _, f := range logs {
+		data, err := os.ReadFile(f)
+		require.NoError(b, err)
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			// client_id transaction_no time(µs) script_no time_epoch time_us
+			fields := strings.Fields(line)
+			if len(fields) >= 3 {
+				us, err := strconv.ParseInt(fields[2], 10, 64)
+				require.NoError(b, err)
+				lat = append(lat, us)
+			}
+		}
+	}
+	require.Len(b, lat, perClient*clients)
+	slices.Sort(lat)
+	b.ReportMetric(tps, "ops/s")
+	b.ReportMetric(float64(lat[len(lat)*99/100])/1000, "p99-ms")
 }
 
 // 3. A balance read and a journal page (50 entries with their trace) of

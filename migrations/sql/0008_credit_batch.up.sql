@@ -68,11 +68,90 @@ DECLARE
     v_current integer;
     v_done boolean := v_n = 0;
     o meterbase_credit_outcome;
+    v_due timestamptz;
+    v_total bigint;
 BEGIN
     -- The account's queue first, outside the passes, so that it is held
     -- across them: requests of other transactions wait instead of slipping
     -- in between two passes.
-    PERFORM meterbase_credit__queue(p_account);
+    PERFORM pg_advisory_xact_lock(('x' || substr(replace(p_account::text, '-', ''), 17, 16))::bit(64)::bigint); -- meterbase_credit__queue
+
+    -- The common case of a hot pool, at once: spends only, every key new
+    -- and used once, nothing to settle, and lots enough for all of them.
+    -- Then no spend can fail, and spending them in turn is one sweep down
+    -- the burn order: spend i takes the stretch [before_i, before_i +
+    -- amount_i) of the lots laid end to end, which one statement computes
+    -- for all of them and writes as the loop below would, entry by entry.
+    IF v_n > 1 AND p_kinds <@ ARRAY['spend'] THEN
+        -- (A scalar, not the row type: a variable of a table's type would
+        -- make creating this function lock the table.) No account: no due
+        -- date, and the loop below answers each request.
+        SELECT c.settle_due_at, (SELECT sum(x) FROM unnest(p_amounts) x) INTO v_due, v_total
+          FROM credit_accounts c WHERE c.workspace_id = p_ws AND c.account_id = p_account FOR UPDATE;
+        IF v_now < v_due
+           AND (SELECT count(DISTINCT k) FROM unnest(p_keys) k) = v_n
+           AND NOT EXISTS (SELECT FROM credit_idempotency i WHERE i.workspace_id = p_ws AND i.key = ANY (p_keys))
+           AND v_total <= (SELECT coalesce(sum(g.remaining - g.held), 0) FROM credit_grants g
+                            WHERE g.workspace_id = p_ws AND g.account_id = p_account AND NOT g.depleted
+                              AND g.journaled AND g.voided_at IS NULL AND g.remaining > g.held
+                              AND g.effective_at <= v_now AND (g.expires_at IS NULL OR g.expires_at > v_now))
+        THEN
+            RETURN QUERY
+            WITH req AS (
+                SELECT r.ord::integer AS ord, r.amount, coalesce(r.reference, '') AS reference, r.key, r.hash,
+                       sum(r.amount) OVER (ORDER BY r.ord) - r.amount AS before
+                  FROM unnest(p_amounts, p_references, p_keys, p_hashes) WITH ORDINALITY AS r(amount, reference, key, hash, ord)
+            ), lots AS (
+                SELECT g.grant_id, g.category, g.remaining - g.held AS free,
+                       sum(g.remaining - g.held) OVER w - (g.remaining - g.held) AS before,
+                       row_number() OVER w AS pos
+                  FROM credit_grants g
+                 WHERE g.workspace_id = p_ws AND g.account_id = p_account AND NOT g.depleted
+                   AND g.journaled AND g.voided_at IS NULL AND g.remaining > g.held
+                   AND g.effective_at <= v_now AND (g.expires_at IS NULL OR g.expires_at > v_now)
+                WINDOW w AS (ORDER BY g.priority, g.expires_at, g.effective_at, g.grant_id ROWS UNBOUNDED PRECEDING)
+            ), takes AS (
+                SELECT r.ord, l.grant_id, l.category, l.pos,
+                       (least(r.before + r.amount, l.before + l.free) - greatest(r.before, l.before))::bigint AS take
+                  FROM req r JOIN lots l ON l.before < r.before + r.amount AND r.before < l.before + l.free
+            ), debit AS (
+                UPDATE credit_grants g SET remaining = g.remaining - t.taken
+                  FROM (SELECT t.grant_id, sum(t.take)::bigint AS taken FROM takes t GROUP BY t.grant_id) t
+                 WHERE g.workspace_id = p_ws AND g.grant_id = t.grant_id
+            ), acct AS (
+                UPDATE credit_accounts c
+                   SET balance = c.balance - v_total, entry_seq = c.entry_seq + v_n, settled_at = v_now, updated_at = v_now
+                 WHERE c.workspace_id = p_ws AND c.account_id = p_account
+                RETURNING c.balance + v_total AS balance_before, c.entry_seq - v_n AS seq_before, c.held, c.debt
+            ), e AS (
+                INSERT INTO credit_entries (workspace_id, entry_id, account_id, entry_seq, kind, amount, held_delta, debt_delta,
+                                            balance_after, held_after, debt_after, reference, effective_at, recorded_at)
+                SELECT p_ws, meterbase_credit__uuid(), p_account, acct.seq_before + r.ord, 'spend', -r.amount, 0, 0,
+                       acct.balance_before - r.before - r.amount, acct.held, acct.debt, r.reference, v_now, v_now
+                  FROM req r, acct
+                RETURNING entry_id, entry_seq, balance_after, held_after, debt_after, reference
+            ), numbered AS (
+                SELECT e.*, (e.entry_seq - acct.seq_before)::integer AS ord FROM e, acct
+            ), el AS (
+                INSERT INTO credit_entry_lots (workspace_id, entry_id, grant_id, amount)
+                SELECT p_ws, n.entry_id, t.grant_id, t.take FROM numbered n JOIN takes t ON t.ord = n.ord
+            ), k AS (
+                INSERT INTO credit_idempotency (workspace_id, key, operation, request_hash, result, created_at)
+                SELECT p_ws, r.key, 'spend', r.hash, jsonb_build_object('entryId', n.entry_id), v_now
+                  FROM numbered n JOIN req r ON r.ord = n.ord
+            ), traces AS (
+                SELECT t.ord, array_agg(t.grant_id ORDER BY t.pos) AS ids, array_agg(t.take ORDER BY t.pos) AS amounts,
+                       array_agg(t.category ORDER BY t.pos) AS categories
+                  FROM takes t GROUP BY t.ord
+            )
+            SELECT NULL::text, NULL::text, NULL::text, NULL::text, n.entry_id, n.entry_seq, 0::bigint, n.balance_after,
+                   n.held_after, n.debt_after, n.reference, v_now, v_now, tr.ids, tr.amounts, tr.categories,
+                   r.amount, false, NULL::jsonb
+              FROM numbered n JOIN req r ON r.ord = n.ord JOIN traces tr ON tr.ord = n.ord
+             ORDER BY n.ord;
+            RETURN;
+        END IF;
+    END IF;
     WHILE NOT v_done LOOP
         v_out := '{}';
         BEGIN
