@@ -222,9 +222,8 @@ func (c *coalescer) do(ctx context.Context, t *tenancy.Tenant, op *operation, al
 		q.busy = true
 		c.stats.Alone++
 		c.mu.Unlock()
-		err := alone()
-		c.handOff(key, q)
-		return nil, err
+		defer c.handOff(key, q) // even if alone panics: the queue must not stall
+		return nil, alone()
 	}
 	op.ctx, op.t, op.queued, op.done = ctx, t, time.Now(), make(chan delivery, 1)
 	q.pending = append(q.pending, op)

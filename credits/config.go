@@ -11,7 +11,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Clock says what time it is for every call: when holds and lots
 	// expire, when a scheduled grant takes effect, the instant journal
-	// entries are stamped with. It is read once per call and truncated to
+	// entries are stamped with. It is read once per call (once per batch
+	// for coalesced calls, as the batch is sent) and truncated to
 	// microseconds, Postgres's precision. Default (nil): the database's
 	// now(), the start of the call's transaction. A host that sets it must
 	// keep it from going backwards: a journal whose instants go backwards

@@ -131,6 +131,53 @@
 // workspace). Reconcile checks that the journal, the stored figures, the
 // lots, the holds and the traces agree.
 //
+// # Coalescing
+//
+// A workspace's members usually spend from one shared pool, so every
+// spend changes the same row, and Postgres serialises them on its lock,
+// each commit holding it through its WAL flush: a few thousand commits a
+// second is the ceiling of one row, however many callers wait. So a
+// Ledger coalesces (group commit): while a spend, hold, capture or release
+// of an account is in flight, the ones that arrive for the same account
+// queue in the process, and go together as one batch, one statement, one
+// commit, as soon as it returns. A lone caller never waits: it is sent at
+// once, as a single call, and there is no timer anywhere.
+//
+// Each caller still gets its own exact result, as if it had run alone in
+// the batch's order, which the journal shows (entry_seq): its success, its
+// own *InsufficientCreditsError when the pool runs dry mid-batch, its own
+// replay or *IdempotencyConflictError. One request's failure never fails
+// its neighbours. A batch of spends only, whose keys are all new and whose
+// total the spendable lots cover, is spent in one set-based statement;
+// any other batch runs the requests one by one through the same code as
+// single calls, and a request that fails is undone alone.
+//
+// Cancellation: a caller whose context ends while its request waits in
+// the queue leaves without effect (the context's error). One whose request
+// was sent gets an *OutcomeUnknownError (errors.Is ErrOutcomeUnknown): the
+// batch goes on for the others and may apply it; retry with the same key
+// to learn what happened. A batch whose callers have all given up is not
+// sent. If a batch fails whole (a lost connection, say), each caller runs
+// its request alone, with its key: a batch that did commit is then a
+// replay. The same error can come from any state change, coalesced or
+// not, whose answer was lost.
+//
+// What coalesces: calls through a handle over a *pgxpool.Pool (a handle
+// bound to a transaction runs alone: its statements are its caller's), on
+// the same pool, workspace and row-level security setting, and account.
+// A capture or release joins its account's batches when this Ledger made
+// the hold (it remembers the last 65,536 holds' accounts); otherwise it
+// runs alone. Grants, refunds, voids and sweeps always run alone: they are
+// rare next to spends. Each process coalesces its own callers; several
+// processes spending on one account stay exact (their batches queue on
+// the account's lock in Postgres), and each still gains from its own
+// batches.
+//
+// Knobs: Config.NoCoalescing turns it off; Config.MaxBatch bounds a batch
+// (DefaultMaxBatch, 32). Ledger.CoalescingStats reports how many requests
+// ran alone and in batches, the batch sizes, fallbacks and queue waits.
+// The README gives the measured figures.
+//
 // # Transactions
 //
 // With a handle over a pool, each call is its own transaction. With a

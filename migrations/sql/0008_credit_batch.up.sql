@@ -4,7 +4,7 @@
 -- scans: none.
 -- large-table cost: constant; nothing existing is read or written.
 -- down loses data: no; the down migration drops the function and the type, and no table refers to either.
--- rollback: run the down migration after the service runs a release without coalescing (or with Config.Coalescing off); a Ledger that coalesces fails its batches without the function.
+-- rollback: the down migration; a Ledger that coalesces then sends each batch in vain before its callers fall back to single calls, so roll back under a release without coalescing or with Config.NoCoalescing.
 SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '60s';
 
