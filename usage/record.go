@@ -164,18 +164,24 @@ type indexed struct {
 	event prepared
 }
 
-// recordPrepared records checked events, adding to res.
+// recordPrepared records checked events, adding to res. It reorders
+// batch, which it owns from then on.
 func (s *Service) recordPrepared(ctx context.Context, t *tenancy.Tenant, batch []indexed, now *time.Time, res *BatchResult) error {
 	// A key twice in the batch: the first stands, the others are
 	// duplicates or conflicts, found here rather than by the database.
-	first := make(map[string]indexed, len(batch))
-	kept := batch[:0:0]
-	for _, b := range batch {
+	// The events kept are moved to the front of batch, in place, and the
+	// map holds their positions there (an event is too large to copy into
+	// a map cheaply).
+	first := make(map[string]int, len(batch))
+	kept := batch[:0]
+	for i := range batch {
+		b := batch[i]
 		if b.event.key == "" {
 			kept = append(kept, b)
 			continue
 		}
-		if f, seen := first[b.event.key]; seen {
+		if j, seen := first[b.event.key]; seen {
+			f := &kept[j]
 			if bytes.Equal(f.event.hash, b.event.hash) {
 				res.Duplicates++
 			} else {
@@ -184,7 +190,7 @@ func (s *Service) recordPrepared(ctx context.Context, t *tenancy.Tenant, batch [
 			}
 			continue
 		}
-		first[b.event.key] = b
+		first[b.event.key] = len(kept)
 		kept = append(kept, b)
 	}
 	defer func() { slices.SortFunc(res.Rejected, func(a, b *EventError) int { return a.Index - b.Index }) }()
