@@ -329,6 +329,45 @@ func sendInContext(ctx context.Context, db DBTX, setSQL string, setArgs []any, s
 	return br, nil
 }
 
+// genericPlanSQL makes the statements after it in a pool's batch run with
+// their generic plans (see SelectBuilder.GenericPlan), until the batch's
+// implicit transaction ends; setContextGenericSQL sets the row-level
+// security context as well, so that no statement is added.
+var (
+	genericPlanSet       = "set_config('plan_cache_mode', 'force_generic_plan', true)"
+	genericPlanSQL       = "SELECT " + genericPlanSet
+	setContextGenericSQL = setContextSQL + ", " + genericPlanSet
+)
+
+// queryGeneric runs sql as query does, with its generic plan when the
+// handle is over a pool, in one round trip. In a transaction that outlives
+// the call (the host's, or InTx's) it runs sql as query does: a setting
+// made there, even put back, would stay in the transaction as the
+// session's until it ends.
+func (t *Tenant) queryGeneric(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if inHostTx(t.db) {
+		return t.query(ctx, sql, args...)
+	}
+	b := &pgx.Batch{}
+	if t.withContext() {
+		b.Queue(setContextGenericSQL, t.contextArgs()...)
+	} else {
+		b.Queue(genericPlanSQL)
+	}
+	b.Queue(sql, args...)
+	br := t.db.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return nil, mapError(err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, mapError(err)
+	}
+	return mappedRows{&batchRows{Rows: rows, br: br}}, nil
+}
+
 // mappedRows and mappedRow translate the errors of rows they wrap.
 type mappedRows struct{ pgx.Rows }
 
@@ -375,6 +414,24 @@ func (r *batchRows) Err() error {
 }
 
 type batchRow struct{ br pgx.BatchResults }
+
+// rowOf reads the first row of rows, as pgx's QueryRow does.
+type rowOf struct{ rows pgx.Rows }
+
+func (r rowOf) Scan(dest ...any) error {
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return ErrNotFound
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return mapError(err)
+	}
+	r.rows.Close()
+	return r.rows.Err()
+}
 
 func (r *batchRow) Scan(dest ...any) error {
 	err := r.br.QueryRow().Scan(dest...)

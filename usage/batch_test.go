@@ -67,6 +67,22 @@ func TestRecordBatch(t *testing.T) {
 	require.Equal(t, usage.BatchResult{Duplicates: 4}, res)
 	require.Equal(t, 6, rawCount(t, w.db.Pool, w.ws[0], "true"))
 
+	// In the host's transaction, a batch that repeats a stored key is
+	// undone to its savepoint and inserted again with ON CONFLICT; the
+	// transaction goes on, and commits what it recorded.
+	tx, err := w.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	inTx := w.tenant(t, tx, 0)
+	res, err = s.RecordBatch(ctx, inTx, []usage.RecordParams{ev("c", 13), ev("stored", 1), ev("d", 14)})
+	require.NoError(t, err)
+	require.Equal(t, usage.BatchResult{Inserted: 2, Duplicates: 1}, res)
+	res, err = s.RecordBatch(ctx, inTx, []usage.RecordParams{ev("e", 15)})
+	require.NoError(t, err)
+	require.Equal(t, usage.BatchResult{Inserted: 1}, res)
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, 9, rawCount(t, w.db.Pool, w.ws[0], "true"))
+
 	res, err = s.RecordBatch(ctx, a, nil)
 	require.NoError(t, err)
 	require.Zero(t, res.Inserted)

@@ -191,14 +191,16 @@ func median(xs []float64) float64 {
 // median and the ratios to the first page.
 //
 // It runs twice: with the busy workspace among 2 others, and among 300
-// small ones. The difference is Postgres's plan cache: a prepared
-// statement is planned anew on each execution until a generic plan looks
-// no dearer than the custom ones. With few workspaces the first page's
-// generic plan wins and is kept, while the keyset page's (whose cursor
-// Postgres cannot estimate without its values) does not, and the keyset
-// page pays ~60-80µs of planning each time; with many workspaces both are
-// planned each time. (A host that sets plan_cache_mode =
-// force_generic_plan on its pool spares both the planning.)
+// small ones. Left to itself, Postgres plans a prepared statement anew on
+// each execution until a generic plan looks no dearer than the custom
+// ones: with few workspaces the first page's generic plan won and was
+// kept, while the keyset page's did not, and the keyset page paid 60-120µs
+// of planning on every call; with many workspaces both did. List now runs
+// pages of lists that filter on time alone with their generic plan
+// (tenancy's GenericPlan), so neither is planned after a connection's
+// first call. The last metric is the same pages through a pool whose
+// sessions force generic plans for every statement, a setting of the
+// host's.
 //
 //	go test -run '^$' -bench ListDepth -benchtime 300x -count 3 ./usage
 func BenchmarkListDepth(b *testing.B) {

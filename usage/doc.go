@@ -22,11 +22,15 @@
 //     for another request is an *IdempotencyConflictError, and concurrent
 //     first attempts record one event (the key is unique per workspace, in
 //     the same statement as the event).
-//   - RecordBatch copies events into a temporary stage (tenancy.CopyIn) and
-//     inserts them from it, in one transaction: a duplicate, earlier in the
-//     batch or already stored, is skipped and counted, never an error for
-//     the batch; a bad event is refused on its own, named by its index (an
-//     *EventError); the rest is recorded.
+//   - RecordBatch copies events into a temporary stage (tenancy.CopyInRows,
+//     its rows encoded in COPY's binary format) and inserts them from it,
+//     in one transaction: a duplicate, earlier in the batch or already
+//     stored, is skipped and counted, never an error for the batch; a bad
+//     event is refused on its own, named by its index (an *EventError); the
+//     rest is recorded. The insert expects new keys; when one is taken, the
+//     transaction is undone and the batch copied again and inserted with ON
+//     CONFLICT DO NOTHING, so a batch that repeats stored keys costs one
+//     more copy.
 //   - A Recorder buffers events in memory and writes them with RecordBatch
 //     in the background: bounded (back-pressure, or ErrRecorderFull), by
 //     size and by time, and Flush and Close lose nothing they accepted. What
@@ -34,7 +38,12 @@
 //   - List pages through events by time, either way, with filters and only
 //     the columns asked for. Keyset pages (tenancy.Page's cursors, bound to
 //     the workspace, the order and the filters) neither skip nor repeat an
-//     event while others are recorded; offset pages jump, and may.
+//     event while others are recorded; offset pages jump, and may. A keyset
+//     page of a list that filters on time alone runs, on a pool, with its
+//     generic plan (tenancy's GenericPlan: the ordered scan of
+//     usage_events_time_idx, right whatever the workspace, range or cursor),
+//     planned once per connection rather than on every call; a list with
+//     other filters is planned for its values each time.
 //   - Summarize adds up count, failed count, quantity and credits, by
 //     window (hour, day, week, month of any IANA time zone, or the whole
 //     range) and by dimension (operation type, feature, user, model, unit),

@@ -212,3 +212,87 @@ func TestPlansUseIndexes(t *testing.T) {
 		}
 	}
 }
+
+// A list that filters on nothing but time is served entirely by
+// usage_events_time_idx, for every workspace, range and cursor, so List
+// runs its pages with their generic plan: planned once per connection.
+// The generic plan is the ordered scan of that index even where generic
+// estimates are furthest from a workspace's rows (one busy workspace among
+// hundreds of small ones): no sort, and the page's rows read, no more.
+func TestTimeListsRunGenericPlans(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	raw := w.db.RawPool(t)
+	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	busy := w.ws[0]
+	generateEvents(t, raw, busy, 30000, start, 10*24*time.Hour, "busy", 30000)
+	owners := tenancy.NewWorkspaces(nil)
+	for range 400 {
+		ws, err := owners.Create(ctx, raw, tenancy.CreateWorkspaceParams{Name: "small", Owner: w.owners[1]})
+		require.NoError(t, err)
+		generateEvents(t, raw, ws.ID, 3, start, 10*24*time.Hour, "small", 3)
+	}
+	_, err := raw.Exec(ctx, "VACUUM ANALYZE usage_events")
+	require.NoError(t, err)
+	w.db.AppPool(t) // the role EXPLAIN runs as
+
+	cap := &capture{next: w.db.Tracer}
+	one := w.db.AppPool(t, func(c *pgxpool.Config) { c.MaxConns = 1; c.ConnConfig.Tracer = cap })
+	tn := tenantOf(t, one, busy)
+	s := newService(t, nil)
+	deep, err := s.List(ctx, tn, usage.ListParams{Page: tenancy.Page{Limit: 1, Offset: 20000}})
+	require.NoError(t, err)
+	cursor, err := usage.CursorAfter(tn, usage.ListParams{}, deep.Items[0])
+	require.NoError(t, err)
+	mid := start.Add(5 * 24 * time.Hour)
+	ranged := usage.ListParams{From: start.Add(time.Hour), To: mid, Page: tenancy.Page{Limit: 50}}
+	first, err := s.List(ctx, tn, ranged)
+	require.NoError(t, err)
+	_ = cap.take()
+
+	lists := map[string]usage.ListParams{
+		"first page":          {Page: tenancy.Page{Limit: 50}},
+		"a page 20,000 deep":  {Page: tenancy.Page{Limit: 50, Cursor: cursor}},
+		"a range, next page":  {From: ranged.From, To: ranged.To, Page: tenancy.Page{Limit: 50, Cursor: first.Next}},
+		"oldest first, voids": {Order: usage.OldestFirst, IncludeVoided: true, From: mid, Page: tenancy.Page{Limit: 50}},
+	}
+	for name, p := range lists {
+		for range 8 {
+			l, err := s.List(ctx, tn, p)
+			require.NoError(t, err, name)
+			require.Len(t, l.Items, 50, name)
+		}
+		statements := cap.take()
+		require.Len(t, statements, 8, name)
+		st := statements[0]
+		var generic, custom int64
+		require.NoError(t, one.QueryRow(ctx, `SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1`, st.sql).Scan(&generic, &custom), name)
+		require.Equal(t, [2]int64{8, 0}, [2]int64{generic, custom}, "%s: generic and custom plans\n%s", name, st.sql)
+
+		plan := explain(t, raw, busy, st, true, true)
+		scans := 0
+		plan.walk(func(n planNode) {
+			require.NotEqual(t, "Sort", n.Type, "%s: a sort in the generic plan", name)
+			if n.Relation == "usage_events" {
+				scans++
+				require.Contains(t, []string{"Index Scan", "Index Only Scan"}, n.Type, name)
+				require.Equal(t, "usage_events_time_idx", n.Index, name)
+				require.NotNil(t, n.Rows)
+				require.Equal(t, 51.0, *n.Rows, "%s: rows read", name)
+			}
+		})
+		require.Equal(t, 1, scans, name)
+	}
+
+	// A list filtered by user is planned with its values, as before.
+	user := tenancy.UserIDFromUUID([16]byte{0, 0, 0, 0, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 7})
+	for range 6 {
+		_, err := s.List(ctx, tn, usage.ListParams{Users: []tenancy.UserID{user}, Page: tenancy.Page{Limit: 50}})
+		require.NoError(t, err)
+	}
+	statements := cap.take()
+	require.NotEmpty(t, statements)
+	var custom int64
+	require.NoError(t, one.QueryRow(ctx, `SELECT custom_plans FROM pg_prepared_statements WHERE statement = $1`, statements[0].sql).Scan(&custom))
+	require.GreaterOrEqual(t, custom, int64(5), "a list by user is planned with its values")
+}

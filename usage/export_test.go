@@ -33,24 +33,6 @@ func BatchArgs(s *Service, events []RecordParams) tenancy.Args {
 // of a stage.
 func ViaUnnest(s *Service) { s.viaUnnest = true }
 
-// StageRows are the rows RecordBatch copies into its stage for events.
-func StageRows(s *Service, events []RecordParams) [][]any {
-	src := &stageSource{}
-	for i, p := range events {
-		e, err := s.cfg.prepare(p, nil)
-		if err != nil {
-			panic(err)
-		}
-		src.events = append(src.events, indexed{i, e})
-	}
-	var rows [][]any
-	for src.Next() {
-		v, _ := src.Values()
-		rows = append(rows, append([]any(nil), v...))
-	}
-	return rows
-}
-
 // EventsStage is RecordBatch's stage.
 func EventsStage() tenancy.Stage { return eventsStage }
 

@@ -229,6 +229,12 @@ func (p ListParams) filters() ([]sq.Sqlizer, string, error) {
 	return conds, "usage.events:" + string(p.Order) + ":" + hex.EncodeToString(h.Sum(nil)[:8]), nil
 }
 
+// byTimeOnly reports whether the list filters on nothing but time (and
+// voiding): whether usage_events_time_idx serves it entirely.
+func (p ListParams) byTimeOnly() bool {
+	return len(p.Users) == 0 && len(p.OperationTypes) == 0 && len(p.FeatureKeys) == 0 && len(p.Models) == 0 && p.Status == ""
+}
+
 // List lists the workspace's events, newest first unless Order says
 // otherwise, filtered, with the columns asked for, a page at a time.
 // Keyset pages (the default) stay consistent while events are recorded:
@@ -272,6 +278,17 @@ func (s *Service) List(ctx context.Context, t *tenancy.Tenant, p ListParams) (te
 	}
 	if q.Offset > 0 {
 		b = b.Offset(uint64(q.Offset))
+	} else if p.byTimeOnly() {
+		// usage_events_time_idx serves the whole list: the workspace and
+		// the range are its leading columns, the cursor and the order its
+		// next ones. Its ordered scan reads the page's rows and no other
+		// (but voided ones), for every workspace, range and cursor, so
+		// its generic plan is right for every call, and the page is
+		// planned once per connection rather than on every call (about
+		// 0.1 ms under row-level security, as much as the read; Postgres
+		// keeps planning a cursor's page, whose generic plan it estimates
+		// dearer than the custom ones).
+		b = b.GenericPlan()
 	}
 	rows, err := b.Query(ctx)
 	if err != nil {

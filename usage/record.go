@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/meterbase/meterbase/tenancy"
@@ -164,18 +163,24 @@ type indexed struct {
 	event prepared
 }
 
-// recordPrepared records checked events, adding to res.
+// recordPrepared records checked events, adding to res. It reorders
+// batch, which it owns from then on.
 func (s *Service) recordPrepared(ctx context.Context, t *tenancy.Tenant, batch []indexed, now *time.Time, res *BatchResult) error {
 	// A key twice in the batch: the first stands, the others are
 	// duplicates or conflicts, found here rather than by the database.
-	first := make(map[string]indexed, len(batch))
-	kept := batch[:0:0]
-	for _, b := range batch {
+	// The events kept are moved to the front of batch, in place, and the
+	// map holds their positions there (an event is too large to copy into
+	// a map cheaply).
+	first := make(map[string]int, len(batch))
+	kept := batch[:0]
+	for i := range batch {
+		b := batch[i]
 		if b.event.key == "" {
 			kept = append(kept, b)
 			continue
 		}
-		if f, seen := first[b.event.key]; seen {
+		if j, seen := first[b.event.key]; seen {
+			f := &kept[j]
 			if bytes.Equal(f.event.hash, b.event.hash) {
 				res.Duplicates++
 			} else {
@@ -184,7 +189,7 @@ func (s *Service) recordPrepared(ctx context.Context, t *tenancy.Tenant, batch [
 			}
 			continue
 		}
-		first[b.event.key] = b
+		first[b.event.key] = len(kept)
 		kept = append(kept, b)
 	}
 	defer func() { slices.SortFunc(res.Rejected, func(a, b *EventError) int { return a.Index - b.Index }) }()
@@ -196,33 +201,41 @@ func (s *Service) recordPrepared(ctx context.Context, t *tenancy.Tenant, batch [
 		return s.recordUnnest(ctx, t, kept, now, res)
 	}
 	args := tenancy.Args{"now": now, "max_future": s.cfg.futureSkew}
-	return t.CopyIn(ctx, eventsStage, &stageSource{events: kept}, func(tx *tenancy.Tenant, copied int64) error {
-		// Most batches are new events: insert them without ON CONFLICT, in
-		// a savepoint, and only if a key is taken insert again with it.
-		var tag pgconn.CommandTag
-		err := tx.InTx(ctx, func(sp *tenancy.Tenant) error {
-			var err error
-			tag, err = exec(ctx, sp, stmtRecordStagedNew, args)
+	rows := stageRows(kept)
+	// Most batches are new events: they are inserted without ON CONFLICT
+	// (record_staged_new). If a key is taken, the statement fails, the
+	// transaction is undone, and the batch is copied again and inserted
+	// with ON CONFLICT (record_staged): a batch that repeats stored keys
+	// pays one more copy, where a savepoint around the first insert would
+	// cost every batch two more round trips.
+	insert := stmtRecordStagedNew
+	for {
+		err := t.CopyInRows(ctx, eventsStage, rows, func(tx *tenancy.Tenant, copied int64) error {
+			tag, err := exec(ctx, tx, insert, args)
+			if err != nil {
+				return err
+			}
+			res.Inserted += int(tag.RowsAffected())
+			if tag.RowsAffected() == copied {
+				return nil
+			}
+			left, err := query(ctx, tx, stmtRecordStagedReport, args)
+			if err != nil {
+				return err
+			}
+			_, err = s.report(left, kept, res)
 			return err
 		})
 		var taken *tenancy.ConstraintError
-		if errors.As(err, &taken) && taken.Constraint == "usage_events_idempotency_key" {
-			tag, err = exec(ctx, tx, stmtRecordStaged, args)
+		if insert == stmtRecordStagedNew && errors.As(err, &taken) && taken.Constraint == "usage_events_idempotency_key" {
+			insert = stmtRecordStaged
+			continue
 		}
 		if err != nil {
 			return fmt.Errorf("usage: record batch: %w", err)
 		}
-		res.Inserted += int(tag.RowsAffected())
-		if tag.RowsAffected() == copied {
-			return nil
-		}
-		rows, err := query(ctx, tx, stmtRecordStagedReport, args)
-		if err != nil {
-			return fmt.Errorf("usage: record batch: %w", err)
-		}
-		_, err = s.report(rows, kept, res)
-		return err
-	})
+		return nil
+	}
 }
 
 // report reads the events a batch left out, by their position in kept
@@ -259,13 +272,13 @@ func (s *Service) report(rows pgx.Rows, kept []indexed, res *BatchResult) (int, 
 		return nil
 	})
 	if err != nil {
-		return read, fmt.Errorf("usage: record batch: %w", err)
+		return read, err
 	}
 	return read, nil
 }
 
 // eventsStage is where a batch is copied before it is inserted; its
-// columns are stageSource's values, in order.
+// columns are stageRows's values, in order.
 var eventsStage = tenancy.DefineStage("usage_events",
 	tenancy.StageColumn{Name: "pos", Type: "int4"}, tenancy.StageColumn{Name: "event_id", Type: "uuid"},
 	tenancy.StageColumn{Name: "user_id", Type: "uuid"}, tenancy.StageColumn{Name: "operation_type", Type: "text"},
@@ -278,41 +291,59 @@ var eventsStage = tenancy.DefineStage("usage_events",
 	tenancy.StageColumn{Name: "ledger_entry_id", Type: "uuid"}, tenancy.StageColumn{Name: "occurred_at", Type: "timestamptz"},
 )
 
-// stageSource feeds prepared events to COPY, one row of eventsStage each.
+// stageRows encodes events as rows of eventsStage, numbered from 1.
 // Absent values are NULLs, which the statements fill with defaults.
-type stageSource struct {
-	events []indexed
-	next   int
-	row    [18]any // reused: COPY encodes each row before asking for the next
-}
-
-func (src *stageSource) Next() bool {
-	src.next++
-	return src.next <= len(src.events)
-}
-
-func (src *stageSource) Values() ([]any, error) {
-	e := src.events[src.next-1].event
-	r := &src.row
-	r[0] = int32(src.next)
-	r[1] = pgtype.UUID{Bytes: e.id, Valid: true}
-	r[2] = pgtype.UUID{Bytes: e.user, Valid: true}
-	r[3], r[4] = e.opType, e.feature
-	r[5] = pgtype.Text{String: e.unit, Valid: e.unit != ""}
-	r[6], r[7], r[8], r[9] = e.quantity, e.credits, e.price, e.perUnits
-	r[10], r[11], r[12] = e.model, e.status, e.durationMs
-	r[13] = nil
-	if e.metadata != "" {
-		r[13] = e.metadata
+func stageRows(events []indexed) *tenancy.StageRows {
+	size := 0
+	for i := range events {
+		e := &events[i].event
+		size += 200 + len(e.opType) + len(e.feature) + len(e.unit) + len(e.model) + len(e.metadata) + len(e.key)
 	}
-	r[14] = pgtype.Text{String: e.key, Valid: e.key != ""}
-	r[15] = e.hash // nil without a key
-	r[16] = pgtype.UUID{Bytes: e.ledger, Valid: e.ledger != uuid.Nil}
-	r[17] = pgtype.Timestamptz{Time: e.occurredAt, Valid: !e.occurredAt.IsZero()}
-	return r[:], nil
+	r := eventsStage.NewRows(size)
+	for i := range events {
+		e := &events[i].event
+		r.Int4(int32(i + 1))
+		r.UUID(e.id)
+		r.UUID(e.user)
+		r.Text(e.opType)
+		r.Text(e.feature)
+		if e.unit != "" {
+			r.Text(e.unit)
+		} else {
+			r.Null()
+		}
+		r.Int8(e.quantity)
+		r.Int8(e.credits)
+		r.Int8(e.price)
+		r.Int8(e.perUnits)
+		r.Text(e.model)
+		r.Text(e.status)
+		r.Int8(e.durationMs)
+		if e.metadata != "" {
+			r.JSONB(e.metadata)
+		} else {
+			r.Null()
+		}
+		if e.key != "" {
+			r.Text(e.key)
+			r.Bytea(e.hash)
+		} else {
+			r.Null()
+			r.Null()
+		}
+		if e.ledger != uuid.Nil {
+			r.UUID(e.ledger)
+		} else {
+			r.Null()
+		}
+		if !e.occurredAt.IsZero() {
+			r.Timestamptz(e.occurredAt)
+		} else {
+			r.Null()
+		}
+	}
+	return r
 }
-
-func (src *stageSource) Err() error { return nil }
 
 // recordUnnest records kept with one statement of arrays instead of the
 // stage: the way BenchmarkIngest compares them.
@@ -324,7 +355,10 @@ func (s *Service) recordUnnest(ctx context.Context, t *tenancy.Tenant, kept []in
 	}
 	left, err := s.report(rows, kept, res)
 	res.Inserted += n - left
-	return err
+	if err != nil {
+		return fmt.Errorf("usage: record batch: %w", err)
+	}
+	return nil
 }
 
 // batchArgs are the arguments of record_unnest for events in the order
