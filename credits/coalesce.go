@@ -69,11 +69,14 @@ type delivery struct {
 	alone   bool
 	unknown bool
 	cause   error
+	// panicked is what sending the batch panicked with: the callers panic
+	// with it, each in its own goroutine, as a single call would have.
+	panicked any
 }
 
 // outcome is one row of meterbase_credit_batch.
 type outcome struct {
-	errCode, errMessage, errDetail, errConstraint *string
+	errCode, errMessage, errDetail, errConstraint, errTable *string
 
 	entryID                                 *uuid.UUID
 	seq, debtDelta, balanceAfter, heldAfter *int64
@@ -95,7 +98,7 @@ func (o *outcome) err(op string) error {
 		return nil
 	}
 	pgErr := &pgconn.PgError{Severity: "ERROR", Code: *o.errCode, Message: deref(o.errMessage),
-		Detail: deref(o.errDetail), ConstraintName: deref(o.errConstraint)}
+		Detail: deref(o.errDetail), ConstraintName: deref(o.errConstraint), TableName: deref(o.errTable)}
 	return mapError(op, pg.MapError(pgErr))
 }
 
@@ -133,7 +136,11 @@ type queueKey struct {
 	pool      *pgxpool.Pool
 	rls       bool
 	workspace uuid.UUID
-	account   uuid.UUID
+	// The batch runs with its first request's handle, so with its user's
+	// meterbase.user_id: the ledger's own statements and policies read
+	// only the workspace, but a host's policies may read the user.
+	user    uuid.UUID
+	account uuid.UUID
 }
 
 type queue struct {
@@ -209,7 +216,8 @@ func (c *coalescer) do(ctx context.Context, t *tenancy.Tenant, op *operation, al
 		c.count(func(s *CoalescingStats) { s.Alone++ })
 		return nil, alone()
 	}
-	key := queueKey{pool: pool, rls: t.RowLevelSecurity(), workspace: t.Scope().Workspace().UUID(), account: op.account}
+	scope := t.Scope()
+	key := queueKey{pool: pool, rls: t.RowLevelSecurity(), workspace: scope.Workspace().UUID(), user: scope.User().UUID(), account: op.account}
 	c.mu.Lock()
 	q := c.queues[key]
 	if q == nil {
@@ -250,6 +258,9 @@ func (c *coalescer) do(ctx context.Context, t *tenancy.Tenant, op *operation, al
 }
 
 func (c *coalescer) delivered(ctx context.Context, op *operation, d delivery, alone func() error) (*outcome, error) {
+	if d.panicked != nil {
+		panic(d.panicked)
+	}
 	if !d.alone {
 		return d.out, nil
 	}
@@ -317,9 +328,20 @@ func bitLen(n int) int {
 
 // send runs one batch and delivers each operation its outcome.
 func (c *coalescer) send(batch []*operation) {
+	delivered := false
+	defer func() {
+		// A panic here (the host's Clock, a tracer, a bug) is on no
+		// caller's goroutine: it goes to each caller, and the queue goes on.
+		if r := recover(); r != nil && !delivered {
+			for _, op := range batch {
+				op.done <- delivery{panicked: r}
+			}
+		}
+	}()
 	ctx, stop := batchContext(batch)
 	defer stop()
 	outs, err := c.l.runBatch(ctx, batch[0].t, batch[0].account, batch)
+	delivered = true
 	if err != nil {
 		unknown := outcomeUnknown(err)
 		for _, op := range batch {
@@ -354,7 +376,7 @@ func (l *Ledger) runBatch(ctx context.Context, t *tenancy.Tenant, account uuid.U
 	outs := make([]outcome, 0, n)
 	for rows.Next() {
 		var o outcome
-		if err := rows.Scan(&o.errCode, &o.errMessage, &o.errDetail, &o.errConstraint, &o.entryID, &o.seq,
+		if err := rows.Scan(&o.errCode, &o.errMessage, &o.errDetail, &o.errConstraint, &o.errTable, &o.entryID, &o.seq,
 			&o.debtDelta, &o.balanceAfter, &o.heldAfter, &o.debtAfter, &o.reference, &o.effectiveAt,
 			&o.recordedAt, &o.lotIDs, &o.lotAmounts, &o.lotCategories, &o.amount, &o.replay, &o.result); err != nil {
 			return nil, err

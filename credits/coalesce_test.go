@@ -307,3 +307,25 @@ func TestPoolRunsDryMidBatch(t *testing.T) {
 	}
 	w.reconcile(t, 0)
 }
+
+// The sweeper skips an account whose queue another transaction holds (a
+// batch between two passes, say), as it skips one whose row is locked,
+// and settles it once the queue is free.
+func TestSweepSkipsAnAccountWhoseQueueIsHeld(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 1)
+	tn := w.tenants[0]
+	account := w.account(t, 0, tenancy.UserID{}, 0)
+	w.grant(t, 0, account, 100, func(p *credits.GrantParams) { p.ExpiresAt = w.clock.Now().Add(time.Minute) })
+	w.clock.Advance(time.Hour)
+	release := blockAccount(t, w, account)
+	res, err := w.ledger.Sweep(ctx, tn, credits.SweepParams{Account: account})
+	require.NoError(t, err)
+	require.Equal(t, credits.SweepResult{}, res)
+	release()
+	res, err = w.ledger.Sweep(ctx, tn, credits.SweepParams{Account: account})
+	require.NoError(t, err)
+	require.Equal(t, credits.SweepResult{Accounts: 1, Entries: 1}, res)
+	w.reconcile(t, 0)
+}

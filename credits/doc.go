@@ -154,17 +154,26 @@
 //
 // Cancellation: a caller whose context ends while its request waits in
 // the queue leaves without effect (the context's error). One whose request
-// was sent gets an *OutcomeUnknownError (errors.Is ErrOutcomeUnknown): the
-// batch goes on for the others and may apply it; retry with the same key
-// to learn what happened. A batch whose callers have all given up is not
-// sent. If a batch fails whole (a lost connection, say), each caller runs
-// its request alone, with its key: a batch that did commit is then a
-// replay. The same error can come from any state change, coalesced or
-// not, whose answer was lost.
+// was taken into a batch gets an *OutcomeUnknownError (errors.Is
+// ErrOutcomeUnknown): the batch goes on for the others and may apply it;
+// retry with the same key to learn what happened. A batch whose callers
+// have all given up is not sent. If a batch fails whole (a lost
+// connection, say), each caller runs its request alone, with its key: if
+// the batch did commit, that answer is a replay (Replay means the key had
+// been applied before this answer, perhaps by this call's own lost
+// attempt). The same error can come from any state change, coalesced or
+// not, whose answer was lost. A panic while a batch is sent (a host's
+// Clock, say) goes to each of its callers, in their own goroutines.
 //
 // What coalesces: calls through a handle over a *pgxpool.Pool (a handle
 // bound to a transaction runs alone: its statements are its caller's), on
-// the same pool, workspace and row-level security setting, and account.
+// the same pool, workspace, scope user and row-level security setting,
+// and account. A batch is sent with its first caller's handle and the
+// values of its first caller's context (a tracer's span, say), so calls
+// of different scope users do not share one: a host's own row-level
+// security policies may read the user. The ledger's statements read only
+// the workspace, so for the members of a workspace to share batches on
+// its pool, spend through a workspace-scoped handle (tenancy.NewScope).
 // A capture or release joins its account's batches when this Ledger made
 // the hold (it remembers the last 65,536 holds' accounts); otherwise it
 // runs alone. Grants, refunds, voids and sweeps always run alone: they are

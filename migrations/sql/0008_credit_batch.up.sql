@@ -1,4 +1,4 @@
--- changes: adds meterbase_credit_batch, which applies a batch of spends, holds, captures and releases on one credit account in one statement, in the order given, each with an outcome of its own (the coalescing of credits.Ledger), and the composite type meterbase_credit_outcome it returns; pins the function's search_path as 0006 pinned the others.
+-- changes: adds meterbase_credit_batch, which applies a batch of spends, holds, captures and releases on one credit account in one statement, in the order given, each with an outcome of its own (the coalescing of credits.Ledger), and the composite type meterbase_credit_outcome it returns; replaces meterbase_credit_sweep with one that also skips an account whose advisory queue lock another transaction holds; pins both functions' search_path as 0006 pinned the others.
 -- locks: none on existing tables; creating a type and a function takes catalog locks only.
 -- rewrites: none.
 -- scans: none.
@@ -8,8 +8,8 @@
 SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '60s';
 
--- One request's outcome: its error (SQLSTATE, message, detail and
--- constraint, as the single call would have raised it), or a spend's entry
+-- One request's outcome: its error (SQLSTATE, message, detail, constraint
+-- and table, as the single call would have raised it), or a spend's entry
 -- as meterbase_credit_spend returns it, or the JSON result of a hold, a
 -- capture or a release.
 CREATE TYPE meterbase_credit_outcome AS (
@@ -17,6 +17,7 @@ CREATE TYPE meterbase_credit_outcome AS (
     err_message    text,
     err_detail     text,
     err_constraint text,
+    err_table      text,
     entry_id       uuid,
     seq            bigint,
     debt_delta     bigint,
@@ -83,12 +84,20 @@ BEGIN
     -- amount_i) of the lots laid end to end, which one statement computes
     -- for all of them and writes as the loop below would, entry by entry.
     IF v_n > 1 AND p_kinds <@ ARRAY['spend'] THEN
-        -- (A scalar, not the row type: a variable of a table's type would
-        -- make creating this function lock the table.) No account: no due
-        -- date, and the loop below answers each request.
+        -- Read, not locked: every writer of the account's lots and figures
+        -- holds its queue, as this call does from here on (the sweeper
+        -- skips an account whose queue is held), so nothing changes them
+        -- before the statement below, whose UPDATE locks the row. A row
+        -- lock taken here would be this transaction's, and the passes'
+        -- updates of the row from their subtransaction would then be
+        -- recorded as multixacts, which the passes exist to avoid. (A
+        -- scalar, not the row type: a variable of a table's type would make
+        -- creating this function lock the table.) No account: no due date,
+        -- and the passes answer each request.
         SELECT c.settle_due_at, (SELECT sum(x) FROM unnest(p_amounts) x) INTO v_due, v_total
-          FROM credit_accounts c WHERE c.workspace_id = p_ws AND c.account_id = p_account FOR UPDATE;
+          FROM credit_accounts c WHERE c.workspace_id = p_ws AND c.account_id = p_account;
         IF v_now < v_due
+           AND (SELECT min(x) FROM unnest(p_amounts) x) > 0
            AND (SELECT count(DISTINCT k) FROM unnest(p_keys) k) = v_n
            AND NOT EXISTS (SELECT FROM credit_idempotency i WHERE i.workspace_id = p_ws AND i.key = ANY (p_keys))
            AND v_total <= (SELECT coalesce(sum(g.remaining - g.held), 0) FROM credit_grants g
@@ -144,7 +153,7 @@ BEGIN
                        array_agg(t.category ORDER BY t.pos) AS categories
                   FROM takes t GROUP BY t.ord
             )
-            SELECT NULL::text, NULL::text, NULL::text, NULL::text, n.entry_id, n.entry_seq, 0::bigint, n.balance_after,
+            SELECT NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, n.entry_id, n.entry_seq, 0::bigint, n.balance_after,
                    n.held_after, n.debt_after, n.reference, v_now, v_now, tr.ids, tr.amounts, tr.categories,
                    r.amount, false, NULL::jsonb
               FROM numbered n JOIN req r ON r.ord = n.ord JOIN traces tr ON tr.ord = n.ord
@@ -161,7 +170,7 @@ BEGIN
                 o := NULL;
                 CASE p_kinds[i]
                 WHEN 'spend' THEN
-                    SELECT NULL, NULL, NULL, NULL, s.* INTO o
+                    SELECT NULL, NULL, NULL, NULL, NULL, s.* INTO o
                       FROM meterbase_credit_spend(p_ws, p_account, p_amounts[i], p_references[i], p_keys[i], p_hashes[i], v_now) s;
                 WHEN 'hold' THEN
                     o.result := meterbase_credit_hold(p_ws, p_account, p_amounts[i], p_ttls_us[i], p_references[i], p_keys[i], p_hashes[i], v_now);
@@ -181,7 +190,8 @@ BEGIN
             -- cancel ends the whole batch, as it would end a single call.
             o := NULL;
             GET STACKED DIAGNOSTICS o.err_code = RETURNED_SQLSTATE, o.err_message = MESSAGE_TEXT,
-                                    o.err_detail = PG_EXCEPTION_DETAIL, o.err_constraint = CONSTRAINT_NAME;
+                                    o.err_detail = PG_EXCEPTION_DETAIL, o.err_constraint = CONSTRAINT_NAME,
+                                    o.err_table = TABLE_NAME;
             v_failed[v_current] := true;
             v_errors[v_current] := o;
         END;
@@ -196,12 +206,48 @@ BEGIN
 END;
 $$;
 
+-- The sweeper, as in 0006, but it also skips an account whose queue
+-- another transaction holds: a batch's passes release the account's row
+-- between them (a failed pass's subtransaction takes its row lock with
+-- it) while holding its queue, and a sweep in between would settle the
+-- account at its own instant, later than the batch's.
+CREATE OR REPLACE FUNCTION meterbase_credit_sweep(p_ws uuid, p_account uuid, p_limit integer, p_now timestamptz) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_now timestamptz := coalesce(p_now, now());
+    r record;
+    v_accounts integer := 0;
+    v_entries integer := 0;
+BEGIN
+    FOR r IN
+        SELECT c.account_id FROM credit_accounts c
+         WHERE c.workspace_id = p_ws AND (p_account IS NULL OR c.account_id = p_account) AND c.settle_due_at <= v_now
+         ORDER BY c.account_id
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED
+    LOOP
+        -- Never waits (the row lock was skipped if taken, the queue is
+        -- tried): the sweeper cannot deadlock with a writer that holds the
+        -- queue and waits for the row.
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock(('x' || substr(replace(r.account_id::text, '-', ''), 17, 16))::bit(64)::bigint);
+        v_entries := v_entries + meterbase_credit__settle(p_ws, r.account_id, v_now);
+        v_accounts := v_accounts + 1;
+    END LOOP;
+    RETURN jsonb_build_object('accounts', v_accounts, 'entries', v_entries);
+END;
+$$;
+
 -- As 0006 did for the others: the search_path pinned to this schema,
--- pg_temp last, and no sequential scans.
+-- pg_temp last, and no sequential scans (CREATE OR REPLACE dropped the
+-- sweeper's settings).
 DO $migration$
 BEGIN
     EXECUTE pg_catalog.format(
         'ALTER FUNCTION meterbase_credit_batch(uuid, uuid, text[], uuid[], bigint[], bigint[], text[], text[], bytea[], timestamptz) SET search_path = %I, pg_temp SET enable_seqscan = off',
+        pg_catalog.current_schema());
+    EXECUTE pg_catalog.format(
+        'ALTER FUNCTION meterbase_credit_sweep(uuid, uuid, integer, timestamptz) SET search_path = %I, pg_temp SET enable_seqscan = off',
         pg_catalog.current_schema());
 END;
 $migration$;
