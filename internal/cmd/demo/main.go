@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -250,6 +251,32 @@ func ledgerDemo(ctx context.Context, say func(string, ...any), tn *tenancy.Tenan
 		return err
 	}
 	say("pool: captured 1750 of the hold (the rest released): balance %d, held %d", captured.Entry.BalanceAfter, captured.Entry.HeldAfter)
+
+	// The team spends from the pool at once: the calls that arrive while
+	// one is in flight are coalesced into batches, one commit each.
+	var team sync.WaitGroup
+	spendErrs := make(chan error, 40)
+	for i := range 40 {
+		team.Add(1)
+		go func() {
+			defer team.Done()
+			_, err := ledger.Spend(ctx, tn, credits.SpendParams{Account: pool, Amount: 5, Reference: "embedding", Key: fmt.Sprintf("team-%d", i)})
+			spendErrs <- err
+		}()
+	}
+	team.Wait()
+	close(spendErrs)
+	for err := range spendErrs {
+		if err != nil {
+			return err
+		}
+	}
+	b, err = ledger.Balance(ctx, tn, credits.BalanceParams{Account: pool})
+	if err != nil {
+		return err
+	}
+	stats := ledger.CoalescingStats()
+	say("pool: 40 concurrent spends of 5 by the team: all applied, balance %d (%d sent in %d batch(es), the rest alone)", b.Total, stats.Batched, stats.Batches)
 
 	refund, err := ledger.Refund(ctx, tn, credits.RefundParams{Entry: spend.Entry.ID, Amount: 20, Reference: "partial failure", Key: "req-1-refund"})
 	if err != nil {
