@@ -8,6 +8,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -53,6 +54,12 @@ type StageColumn struct {
 // brackets; nothing that could end the CREATE TABLE it goes into.
 var stageType = regexp.MustCompile(`^[a-z][a-z0-9_]*( [a-z][a-z0-9_]*)*(\([0-9]{1,4}(,[0-9]{1,4})?\))?(\[\])?$`)
 
+// stageSignatures holds the columns of every stage defined, by name.
+var (
+	stagesMu        sync.Mutex
+	stageSignatures = map[string]string{}
+)
+
 // DefineStage describes a stage. Packages call it once, at init, with
 // constants; an invalid name, column or type panics there.
 func DefineStage(name string, columns ...StageColumn) Stage {
@@ -76,6 +83,19 @@ func DefineStage(name string, columns ...StageColumn) Stage {
 		st.columns = append(st.columns, c.Name)
 		st.kinds = append(st.kinds, kinds[c.Type])
 		defs[i] = c.Name + " " + c.Type
+	}
+	// One name, one table per connection: a second stage of the name with
+	// other columns would have its rows, encoded by its own column types,
+	// copied into the first one's table and read as another type.
+	signature := strings.Join(defs, ", ")
+	stagesMu.Lock()
+	prev, defined := stageSignatures[name]
+	if !defined {
+		stageSignatures[name] = signature
+	}
+	stagesMu.Unlock()
+	if defined && prev != signature {
+		panic(fmt.Sprintf("tenancy: stage %s defined twice, with other columns (%s, then %s)", name, prev, signature))
 	}
 	st.copySQL = "COPY " + st.table + " (" + strings.Join(st.columns, ", ") + ") FROM STDIN (FORMAT binary)"
 	// One round trip, on the simple protocol (no arguments): the stage is
@@ -250,6 +270,10 @@ func (r *StageRows) field(k kind, n int) bool {
 		r.err = &InvalidInputError{Field: "stage rows", Reason: fmt.Sprintf("column %d of stage %s is not %s", r.col+1, r.stage, kindNames[k])}
 		return false
 	}
+	if n > maxFieldBytes {
+		r.err = &InvalidInputError{Field: "stage rows", Reason: fmt.Sprintf("column %d of stage %s: a value of %d bytes is above Postgres's limit of %d", r.col+1, r.stage, n, maxFieldBytes)}
+		return false
+	}
 	if r.col == 0 {
 		r.buf = binary.BigEndian.AppendUint16(r.buf, uint16(len(r.kinds)))
 	}
@@ -308,10 +332,25 @@ func (r *StageRows) JSONB(v string) {
 
 // Timestamptz adds a timestamptz, to the microsecond (rounded down).
 func (r *StageRows) Timestamptz(v time.Time) {
+	if r.err == nil && (v.Before(minTimestamptz) || !v.Before(maxTimestamptz)) {
+		// Checked on the time itself: its microseconds would wrap around
+		// int64 into a valid, wrong instant.
+		r.err = &InvalidInputError{Field: "stage rows", Reason: fmt.Sprintf("column %d of stage %s: %s is outside Postgres's timestamptz range", r.col+1, r.stage, v.UTC().Format(time.RFC3339))}
+		return
+	}
 	if r.field(kindTimestamptz, 8) {
 		r.buf = binary.BigEndian.AppendUint64(r.buf, uint64(v.Truncate(time.Microsecond).UnixMicro()-postgresEpoch))
 	}
 }
+
+// Postgres's limits: a field's bytes, and timestamptz's range (4713 BC to
+// 294276 AD).
+const maxFieldBytes = 1 << 30
+
+var (
+	minTimestamptz = time.Date(-4713, 11, 24, 0, 0, 0, 0, time.UTC)
+	maxTimestamptz = time.Date(294277, 1, 1, 0, 0, 0, 0, time.UTC)
+)
 
 // complete reports rows that are not whole rows of s.
 func (r *StageRows) complete(s Stage) error {

@@ -91,6 +91,9 @@ const (
 // bound).
 var minOccurredAt = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
+// maxOccurredAt is past any time an event may carry, whatever the clock.
+var maxOccurredAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+
 const maxDuration = 365 * 24 * time.Hour
 
 // prepared is an event checked and normalised, ready to send.
@@ -197,6 +200,12 @@ func (c config) prepare(p RecordParams, now *time.Time) (prepared, error) {
 		e.occurredAt = p.OccurredAt.UTC().Truncate(time.Microsecond)
 		if e.occurredAt.Before(minOccurredAt) {
 			return prepared{}, invalid("occurred at", fmt.Sprintf("%s is before %s", e.occurredAt.Format(time.RFC3339), minOccurredAt.Format(time.RFC3339)))
+		}
+		// Checked here even when the database's clock judges the future:
+		// the microseconds of a time far enough ahead wrap around int64,
+		// on their way there, into a valid, wrong instant.
+		if !e.occurredAt.Before(maxOccurredAt) {
+			return prepared{}, invalid("occurred at", fmt.Sprintf("%s is not before %s", e.occurredAt.Format(time.RFC3339), maxOccurredAt.Format(time.RFC3339)))
 		}
 		if now != nil {
 			if limit := now.Add(c.futureSkew); e.occurredAt.After(limit) {
