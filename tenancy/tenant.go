@@ -268,7 +268,12 @@ func (t *Tenant) query(ctx context.Context, sql string, args ...any) (pgx.Rows, 
 		}
 		return mappedRows{rows}, nil
 	}
-	br, err := t.sendWithContext(ctx, sql, args)
+	return batchQuery(t.sendWithContext(ctx, sql, args))
+}
+
+// batchQuery returns the rows of a batch's statement, which owns the
+// batch from then on.
+func batchQuery(br pgx.BatchResults, err error) (pgx.Rows, error) {
 	if err != nil {
 		return nil, mapError(err)
 	}
@@ -348,24 +353,11 @@ func (t *Tenant) queryGeneric(ctx context.Context, sql string, args ...any) (pgx
 	if inHostTx(t.db) {
 		return t.query(ctx, sql, args...)
 	}
-	b := &pgx.Batch{}
+	setSQL, setArgs := genericPlanSQL, []any(nil)
 	if t.withContext() {
-		b.Queue(setContextGenericSQL, t.contextArgs()...)
-	} else {
-		b.Queue(genericPlanSQL)
+		setSQL, setArgs = setContextGenericSQL, t.contextArgs()
 	}
-	b.Queue(sql, args...)
-	br := t.db.SendBatch(ctx, b)
-	if _, err := br.Exec(); err != nil {
-		_ = br.Close()
-		return nil, mapError(err)
-	}
-	rows, err := br.Query()
-	if err != nil {
-		_ = br.Close()
-		return nil, mapError(err)
-	}
-	return mappedRows{&batchRows{Rows: rows, br: br}}, nil
+	return batchQuery(sendInContext(ctx, t.db, setSQL, setArgs, sql, args))
 }
 
 // mappedRows and mappedRow translate the errors of rows they wrap.
