@@ -431,6 +431,9 @@ func (c *coalescer) count(f func(*CoalescingStats)) {
 // rememberHold notes a hold's account, so that its capture or release can
 // join the account's batches.
 func (c *coalescer) rememberHold(t *tenancy.Tenant, hold HoldID, account AccountID) {
+	if c.l.cfg.NoCoalescing {
+		return // no batch to join
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.holds) >= maxRememberedHolds {

@@ -32,13 +32,13 @@ func RunBatch(ctx context.Context, l *Ledger, t *tenancy.Tenant, account Account
 	for i, r := range requests {
 		switch p := r.(type) {
 		case SpendParams:
-			ops[i] = &operation{kind: "spend", amount: p.Amount, reference: p.Reference, key: p.Key, hash: p.hash()}
+			ops[i] = p.operation(p.hash())
 		case HoldParams:
-			ops[i] = &operation{kind: "hold", amount: p.Amount, ttlUS: p.TTL.Microseconds(), reference: p.Reference, key: p.Key, hash: p.hash()}
+			ops[i] = p.operation(p.hash())
 		case CaptureParams:
-			ops[i] = &operation{kind: "capture", hold: p.Hold.UUID(), amount: p.Amount, reference: p.Reference, key: p.Key, hash: p.hash()}
+			ops[i] = p.operation(p.hash())
 		case ReleaseParams:
-			ops[i] = &operation{kind: "release", hold: p.Hold.UUID(), key: p.Key, hash: p.hash()}
+			ops[i] = p.operation(p.hash())
 		default:
 			panic(fmt.Sprintf("RunBatch: %T", r))
 		}

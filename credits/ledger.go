@@ -70,22 +70,21 @@ func New(cfg *Config) *Ledger {
 
 // call runs one of the ledger's functions and decodes its JSON result.
 func (l *Ledger) call(ctx context.Context, t *tenancy.Tenant, op string, s *tenancy.Statement, args tenancy.Args, out any) error {
-	var raw []byte
-	if err := t.QueryRow(ctx, s, args).Scan(&raw); err != nil {
-		return mapError(op, err)
-	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("credits: %s: decode result: %w", op, err)
-	}
-	return nil
+	return queryResult(ctx, t, op, s, args, out, func(err error) error { return mapError(op, err) })
 }
 
 // change runs one of the ledger's keyed state changes, as call does; an
 // error after which it may have committed is an *OutcomeUnknownError.
 func (l *Ledger) change(ctx context.Context, t *tenancy.Tenant, op, key string, s *tenancy.Statement, args tenancy.Args, out any) error {
+	return queryResult(ctx, t, op, s, args, out, func(err error) error { return changeError(op, key, err) })
+}
+
+// queryResult runs a statement whose one row is a JSON result, and decodes
+// it into out; mapErr translates the statement's error.
+func queryResult(ctx context.Context, t *tenancy.Tenant, op string, s *tenancy.Statement, args tenancy.Args, out any, mapErr func(error) error) error {
 	var raw []byte
 	if err := t.QueryRow(ctx, s, args).Scan(&raw); err != nil {
-		return changeError(op, key, err)
+		return mapErr(err)
 	}
 	return decodeResult(op, raw, out)
 }
@@ -270,8 +269,7 @@ func (l *Ledger) Spend(ctx context.Context, t *tenancy.Tenant, p SpendParams) (S
 	}
 	hash := p.hash()
 	var res SpendResult
-	out, err := l.co.do(ctx, t, &operation{kind: "spend", account: p.Account.UUID(), amount: p.Amount,
-		reference: p.Reference, key: p.Key, hash: hash}, func() (err error) {
+	out, err := l.co.do(ctx, t, p.operation(hash), func() (err error) {
 		res, err = l.spendAlone(ctx, t, p, hash)
 		return err
 	})
@@ -355,8 +353,7 @@ func (l *Ledger) Hold(ctx context.Context, t *tenancy.Tenant, p HoldParams) (Hol
 	ttl := p.TTL.Microseconds()
 	hash := p.hash()
 	var res HoldResult
-	out, err := l.co.do(ctx, t, &operation{kind: "hold", account: p.Account.UUID(), amount: p.Amount, ttlUS: ttl,
-		reference: p.Reference, key: p.Key, hash: hash}, func() error {
+	out, err := l.co.do(ctx, t, p.operation(hash), func() error {
 		return l.change(ctx, t, "hold", p.Key, stmtHold, tenancy.Args{
 			"account": p.Account, "amount": p.Amount, "ttl_us": ttl, "reference": p.Reference,
 			"key": p.Key, "request_hash": hash, "now": l.now(),
@@ -414,8 +411,9 @@ func (l *Ledger) Capture(ctx context.Context, t *tenancy.Tenant, p CaptureParams
 	}
 	hash := p.hash()
 	var res CaptureResult
-	out, err := l.co.do(ctx, t, &operation{kind: "capture", account: l.co.holdAccount(t, p.Hold), hold: p.Hold.UUID(),
-		amount: p.Amount, reference: p.Reference, key: p.Key, hash: hash}, func() error {
+	op := p.operation(hash)
+	op.account = l.co.holdAccount(t, p.Hold)
+	out, err := l.co.do(ctx, t, op, func() error {
 		return l.change(ctx, t, "capture", p.Key, stmtCapture, tenancy.Args{
 			"hold": p.Hold, "amount": p.Amount, "reference": p.Reference,
 			"key": p.Key, "request_hash": hash, "now": l.now(),
@@ -457,8 +455,9 @@ func (l *Ledger) Release(ctx context.Context, t *tenancy.Tenant, p ReleaseParams
 	}
 	hash := p.hash()
 	var res ReleaseResult
-	out, err := l.co.do(ctx, t, &operation{kind: "release", account: l.co.holdAccount(t, p.Hold), hold: p.Hold.UUID(),
-		key: p.Key, hash: hash}, func() error {
+	op := p.operation(hash)
+	op.account = l.co.holdAccount(t, p.Hold)
+	out, err := l.co.do(ctx, t, op, func() error {
 		return l.change(ctx, t, "release", p.Key, stmtRelease, tenancy.Args{
 			"hold": p.Hold, "key": p.Key, "request_hash": hash, "now": l.now(),
 		}, &res)
@@ -609,3 +608,22 @@ func (p CaptureParams) hash() []byte {
 }
 
 func (p ReleaseParams) hash() []byte { return newRequest("release").id(p.Hold.UUID()).sum() }
+
+// The requests as the coalescer sends them. A capture's or release's
+// account is its hold's, which the caller looks up.
+func (p SpendParams) operation(hash []byte) *operation {
+	return &operation{kind: "spend", account: p.Account.UUID(), amount: p.Amount, reference: p.Reference, key: p.Key, hash: hash}
+}
+
+func (p HoldParams) operation(hash []byte) *operation {
+	return &operation{kind: "hold", account: p.Account.UUID(), amount: p.Amount, ttlUS: p.TTL.Microseconds(),
+		reference: p.Reference, key: p.Key, hash: hash}
+}
+
+func (p CaptureParams) operation(hash []byte) *operation {
+	return &operation{kind: "capture", hold: p.Hold.UUID(), amount: p.Amount, reference: p.Reference, key: p.Key, hash: hash}
+}
+
+func (p ReleaseParams) operation(hash []byte) *operation {
+	return &operation{kind: "release", hold: p.Hold.UUID(), key: p.Key, hash: hash}
+}
