@@ -329,3 +329,41 @@ func TestSweepSkipsAnAccountWhoseQueueIsHeld(t *testing.T) {
 	require.Equal(t, credits.SweepResult{Accounts: 1, Entries: 1}, res)
 	w.reconcile(t, 0)
 }
+
+// A batch sent through tenant A's handle on a pool, as the application
+// role, on B's account (the leak tests send batches in a host's
+// transaction; this is the pool's own path): every request is not found,
+// and B's ledger is as it was.
+func TestABatchOnAnotherTenantsAccountFindsNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 2)
+	app := w.db.AppPool(t)
+	scope, err := tenancy.NewScope(w.ws[0])
+	require.NoError(t, err)
+	a, err := tenancy.NewTenant(app, scope)
+	require.NoError(t, err)
+	theirs := w.account(t, 1, tenancy.UserID{}, 100)
+	w.grant(t, 1, theirs, 50)
+	l := credits.New(nil)
+	before, err := l.Reconcile(ctx, w.tenants[1], credits.ReconcileParams{})
+	require.NoError(t, err)
+
+	release := blockAccount(t, w, theirs)
+	leader := spendAsync(ctx, l, a, credits.SpendParams{Account: theirs, Amount: 1, Key: key("leader")})
+	waitFor(t, "the leader to run", func() bool { return l.CoalescingStats().Alone == 1 })
+	var chans []chan spendAnswer
+	for range 5 {
+		chans = append(chans, spendAsync(ctx, l, a, credits.SpendParams{Account: theirs, Amount: 10, Key: key("theirs")}))
+	}
+	waitFor(t, "five queued requests", func() bool { return credits.Pending(l) == 5 })
+	release()
+	require.ErrorIs(t, answer(t, leader).err, credits.ErrNotFound)
+	for _, ch := range chans {
+		require.ErrorIs(t, answer(t, ch).err, credits.ErrNotFound)
+	}
+	require.Equal(t, int64(1), l.CoalescingStats().Batches, "%+v", l.CoalescingStats())
+	after, err := l.Reconcile(ctx, w.tenants[1], credits.ReconcileParams{})
+	require.NoError(t, err)
+	require.Equal(t, before, after)
+}

@@ -126,3 +126,39 @@ func TestGenericPlan(t *testing.T) {
 	require.NoError(t, raw.QueryRow(ctx, "SELECT current_setting('plan_cache_mode')").Scan(&mode))
 	require.Equal(t, "auto", mode, "the session's setting after the calls")
 }
+
+// A GenericPlan read on a pool reaches the tenant's rows only, like the
+// same read without the mark, as the superuser (the handle's predicate
+// alone), the owner and the application role (row-level security too):
+// the leak tests run in a host's transaction, where the mark does nothing,
+// so the pool's own path is checked here, among three tenants that share
+// members.
+func TestGenericPlanReadsOnlyTheTenantsRows(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	w := buildWorld(t, db.Pool)
+	for name, pool := range map[string]*pgxpool.Pool{"superuser": db.Pool, "owner": db.OwnerPool(t), "application role": db.AppPool(t)} {
+		for i, ws := range w.ws {
+			tn := tenantOf(t, pool, ws)
+			list := tn.Select(tenancy.MembershipsTable, "workspace_id::text", "user_id::text", "role").OrderBy("user_id")
+			read := func(b tenancy.SelectBuilder) [][]string {
+				rows, err := b.Query(ctx)
+				require.NoError(t, err)
+				got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]string, error) {
+					var ws, user, role string
+					err := r.Scan(&ws, &user, &role)
+					return []string{ws, user, role}, err
+				})
+				require.NoError(t, err)
+				return got
+			}
+			generic := read(list.GenericPlan())
+			require.Equal(t, read(list), generic, "%s, workspace %d", name, i)
+			require.Len(t, generic, 4, "%s, workspace %d: its owner and the three shared members", name, i)
+			for _, row := range generic {
+				require.Equal(t, ws.String(), row[0], "%s, workspace %d", name, i)
+			}
+		}
+	}
+}
