@@ -1,6 +1,7 @@
 package credits
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,12 +19,17 @@ import (
 )
 
 // Coalescing (group commit). A hot account's ceiling is its commits: each
-// holds the account's row lock through its WAL flush. So while one
-// request on an account is in flight, the requests that arrive for it in
-// this process queue, and go together as one batch, one statement, one
-// commit, as soon as it returns: a lone caller waits for nothing. The
-// batch function (migration 0008) runs each request through the same code
-// as a single call, in queue order, and answers each with its own outcome.
+// holds the account's row lock through its WAL flush. And a busy
+// workspace's ceiling is its server's CPU, which each statement and each
+// commit costs however little they carry. So an account has at most one
+// request or batch in flight in this process, and a workspace (through one
+// pool, for one scope user) at most MaxInFlight: a request that cannot go
+// at once queues, and what queued goes together as one batch, one
+// statement, one commit, as soon as a turn frees up: a lone caller waits
+// for nothing. The batch function (migration 0008) runs each request
+// through the same code as a single call, in queue order, and answers each
+// with its own outcome; a batch over several accounts calls it for each in
+// turn (sql/batches.sql).
 
 const (
 	// DefaultMaxBatch is the most requests a batch holds unless
@@ -33,12 +39,24 @@ const (
 	// makes the batch function run the others again, so a batch's worst
 	// case grows with its size squared.
 	MaxMaxBatch = 256
+	// DefaultMaxInFlight is how many requests or batches of one
+	// workspace may be in flight at once unless Config.MaxInFlight says
+	// otherwise.
+	DefaultMaxInFlight = 2
 	// maxRememberedHolds bounds the holds whose account the Ledger
 	// remembers for their capture or release.
 	maxRememberedHolds = 1 << 16
+	// maxBatchAccounts bounds the accounts of one batch: each may take a
+	// subtransaction (a pass of meterbase_credit_batch), and a
+	// transaction with more than 64 of them makes every snapshot on the
+	// server slower until it ends.
+	maxBatchAccounts = 32
 )
 
-var stmtBatch = statement("batch")
+var (
+	stmtBatch   = statement("batch")
+	stmtBatches = statement("batches")
+)
 
 // operation is one state change that may be coalesced with others on its
 // account.
@@ -130,8 +148,7 @@ func deref[T any](p *T) T {
 
 // queueKey names the requests that may share a batch: the same pool, the
 // same workspace and row-level security setting (the batch runs with the
-// first one's handle, and the ledger's statements use nothing else of it),
-// the same account.
+// first one's handle, and the ledger's statements use nothing else of it).
 type queueKey struct {
 	pool      *pgxpool.Pool
 	rls       bool
@@ -139,13 +156,13 @@ type queueKey struct {
 	// The batch runs with its first request's handle, so with its user's
 	// meterbase.user_id: the ledger's own statements and policies read
 	// only the workspace, but a host's policies may read the user.
-	user    uuid.UUID
-	account uuid.UUID
+	user uuid.UUID
 }
 
 type queue struct {
-	pending []*operation
-	busy    bool // a request or a batch of this account is in flight
+	pending  []*operation
+	busy     map[uuid.UUID]bool // accounts with a request or a batch in flight
+	inFlight int                // requests and batches in flight
 }
 
 type holdKey struct {
@@ -154,8 +171,9 @@ type holdKey struct {
 }
 
 type coalescer struct {
-	l        *Ledger
-	maxBatch int
+	l           *Ledger
+	maxBatch    int
+	maxInFlight int
 
 	// beforeSend, a test hook, runs when a batch is about to be sent.
 	beforeSend func()
@@ -174,13 +192,18 @@ func newCoalescer(l *Ledger) *coalescer {
 	case n > MaxMaxBatch:
 		n = MaxMaxBatch
 	}
-	return &coalescer{l: l, maxBatch: n, queues: make(map[queueKey]*queue), holds: make(map[holdKey]uuid.UUID)}
+	inFlight := l.cfg.MaxInFlight
+	if inFlight <= 0 {
+		inFlight = DefaultMaxInFlight
+	}
+	return &coalescer{l: l, maxBatch: n, maxInFlight: inFlight, queues: make(map[queueKey]*queue), holds: make(map[holdKey]uuid.UUID)}
 }
 
 // CoalescingStats says how the Ledger's requests went, since New.
 type CoalescingStats struct {
 	// Alone counts the spends, holds, captures and releases that ran as
-	// single calls: nothing else was in flight on their account, their
+	// single calls: nothing else was in flight on their account and a
+	// turn of their workspace was free, their
 	// handle belongs to a transaction, a capture or release of a hold
 	// this Ledger did not make, or coalescing is off.
 	Alone int64
@@ -207,7 +230,7 @@ func (l *Ledger) CoalescingStats() CoalescingStats {
 	return c.stats
 }
 
-// do runs op with its account's other requests, or alone, through the
+// do runs op with its workspace's other requests, or alone, through the
 // caller's own single call. It returns op's outcome in a batch, or nil
 // and the error alone returned.
 func (c *coalescer) do(ctx context.Context, t *tenancy.Tenant, op *operation, alone func() error) (*outcome, error) {
@@ -217,20 +240,21 @@ func (c *coalescer) do(ctx context.Context, t *tenancy.Tenant, op *operation, al
 		return nil, alone()
 	}
 	scope := t.Scope()
-	key := queueKey{pool: pool, rls: t.RowLevelSecurity(), workspace: scope.Workspace().UUID(), user: scope.User().UUID(), account: op.account}
+	key := queueKey{pool: pool, rls: t.RowLevelSecurity(), workspace: scope.Workspace().UUID(), user: scope.User().UUID()}
 	c.mu.Lock()
 	q := c.queues[key]
 	if q == nil {
-		q = &queue{}
+		q = &queue{busy: make(map[uuid.UUID]bool)}
 		c.queues[key] = q
 	}
-	if !q.busy {
-		// Nothing in flight: the caller goes at once, alone, and whoever
-		// comes meanwhile queues behind it.
-		q.busy = true
+	if !q.busy[op.account] && q.inFlight < c.maxInFlight && len(q.pending) == 0 {
+		// A free turn and nothing waiting: the caller goes at once,
+		// alone, and whoever comes meanwhile queues.
+		q.busy[op.account] = true
+		q.inFlight++
 		c.stats.Alone++
 		c.mu.Unlock()
-		defer c.handOff(key, q) // even if alone panics: the queue must not stall
+		defer c.finish(key, q, []*operation{op}) // even if alone panics: the queue must not stall
 		return nil, alone()
 	}
 	op.ctx, op.t, op.queued, op.done = ctx, t, time.Now(), make(chan delivery, 1)
@@ -273,49 +297,78 @@ func (c *coalescer) delivered(ctx context.Context, op *operation, d delivery, al
 	return nil, alone()
 }
 
-// handOff ends a turn on the account: a goroutine sends what queued
-// meanwhile, or the queue goes.
-func (c *coalescer) handOff(key queueKey, q *queue) {
+// finish ends the turn of a request or a batch: its accounts are free
+// again, and what queued behind them goes.
+func (c *coalescer) finish(key queueKey, q *queue, ops []*operation) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(q.pending) == 0 {
-		q.busy = false
-		delete(c.queues, key)
-		return
+	for _, op := range ops {
+		delete(q.busy, op.account)
 	}
-	go c.drain(key, q)
+	q.inFlight--
+	c.schedule(key, q)
 }
 
-// drain sends the account's queue in batches, one at a time, until it is
-// empty.
-func (c *coalescer) drain(key queueKey, q *queue) {
-	for {
-		c.mu.Lock()
-		n := min(len(q.pending), c.maxBatch)
-		if n == 0 {
-			q.busy = false
-			delete(c.queues, key)
-			c.mu.Unlock()
-			return
+// schedule sends batches of what waits, while turns are free and some of
+// it is on accounts with nothing in flight; it forgets the queue once it
+// is idle. c.mu is held.
+func (c *coalescer) schedule(key queueKey, q *queue) {
+	for q.inFlight < c.maxInFlight {
+		batch := c.take(q)
+		if len(batch) == 0 {
+			break
 		}
-		batch := slices.Clone(q.pending[:n])
-		q.pending = slices.Delete(q.pending, 0, n)
+		q.inFlight++
 		now := time.Now()
 		c.stats.Batches++
-		c.stats.Batched += int64(n)
-		c.stats.BatchSizes[min(bitLen(n)-1, len(c.stats.BatchSizes)-1)]++
+		c.stats.Batched += int64(len(batch))
+		c.stats.BatchSizes[min(bitLen(len(batch))-1, len(c.stats.BatchSizes)-1)]++
 		for _, op := range batch {
+			q.busy[op.account] = true
 			op.sent = true
 			wait := now.Sub(op.queued)
 			c.stats.QueueWait += wait
 			c.stats.MaxQueueWait = max(c.stats.MaxQueueWait, wait)
 		}
-		c.mu.Unlock()
-		if c.beforeSend != nil {
-			c.beforeSend()
-		}
-		c.send(batch)
+		go c.run(key, q, batch)
 	}
+	if q.inFlight == 0 && len(q.pending) == 0 {
+		delete(c.queues, key)
+	}
+}
+
+// take removes from the queue the next batch: the waiting requests, in
+// queue order, on accounts with nothing in flight, up to maxBatch of them
+// on up to maxBatchAccounts accounts. A request left behind keeps the
+// later ones of its account behind it, so each account's requests run in
+// the order they came. c.mu is held.
+func (c *coalescer) take(q *queue) []*operation {
+	var batch []*operation
+	accounts := make(map[uuid.UUID]bool)
+	left := make(map[uuid.UUID]bool)
+	rest := q.pending[:0]
+	for _, op := range q.pending {
+		a := op.account
+		if len(batch) < c.maxBatch && !q.busy[a] && !left[a] && (accounts[a] || len(accounts) < maxBatchAccounts) {
+			accounts[a] = true
+			batch = append(batch, op)
+			continue
+		}
+		left[a] = true
+		rest = append(rest, op)
+	}
+	clear(q.pending[len(rest):])
+	q.pending = rest
+	return batch
+}
+
+// run sends one batch, then ends its turn.
+func (c *coalescer) run(key queueKey, q *queue, batch []*operation) {
+	defer c.finish(key, q, batch)
+	if c.beforeSend != nil {
+		c.beforeSend()
+	}
+	c.send(batch)
 }
 
 func bitLen(n int) int {
@@ -340,7 +393,17 @@ func (c *coalescer) send(batch []*operation) {
 	}()
 	ctx, stop := batchContext(batch)
 	defer stop()
-	outs, err := c.l.runBatch(ctx, batch[0].t, batch[0].account, batch)
+	// Grouped by account, in the order the accounts sort: so do all
+	// batches lock them, and none waits on another in a cycle.
+	sorted := slices.Clone(batch)
+	slices.SortStableFunc(sorted, func(a, b *operation) int { return bytes.Compare(a.account[:], b.account[:]) })
+	var outs []outcome
+	var err error
+	if sorted[0].account == sorted[len(sorted)-1].account {
+		outs, err = c.l.runBatch(ctx, batch[0].t, batch[0].account, sorted)
+	} else {
+		outs, err = c.l.runBatches(ctx, batch[0].t, sorted)
+	}
 	delivered = true
 	if err != nil {
 		unknown := outcomeUnknown(err)
@@ -349,7 +412,7 @@ func (c *coalescer) send(batch []*operation) {
 		}
 		return
 	}
-	for i, op := range batch {
+	for i, op := range sorted {
 		op.done <- delivery{out: &outs[i]}
 	}
 }
@@ -357,6 +420,32 @@ func (c *coalescer) send(batch []*operation) {
 // runBatch sends a batch of operations on account as one statement and
 // returns their outcomes, in order.
 func (l *Ledger) runBatch(ctx context.Context, t *tenancy.Tenant, account uuid.UUID, batch []*operation) ([]outcome, error) {
+	args := batchArgs(batch)
+	args["account"], args["now"] = account, l.now()
+	return l.readOutcomes(ctx, t, stmtBatch, args, len(batch))
+}
+
+// runBatches sends a batch of operations on several accounts, grouped by
+// account in the order the accounts sort, as one statement, and returns
+// their outcomes, in order.
+func (l *Ledger) runBatches(ctx context.Context, t *tenancy.Tenant, batch []*operation) ([]outcome, error) {
+	var accounts []uuid.UUID
+	var firsts, lasts []int32 // 1-based, inclusive: SQL's array slices
+	for i, op := range batch {
+		if i == 0 || op.account != batch[i-1].account {
+			accounts = append(accounts, op.account)
+			firsts = append(firsts, int32(i+1))
+			lasts = append(lasts, 0)
+		}
+		lasts[len(lasts)-1] = int32(i + 1)
+	}
+	args := batchArgs(batch)
+	args["accounts"], args["firsts"], args["lasts"], args["now"] = accounts, firsts, lasts, l.now()
+	return l.readOutcomes(ctx, t, stmtBatches, args, len(batch))
+}
+
+// batchArgs are the request arrays of a batch statement.
+func batchArgs(batch []*operation) tenancy.Args {
 	n := len(batch)
 	kinds, holds := make([]string, n), make([]uuid.UUID, n)
 	amounts, ttls := make([]int64, n), make([]int64, n)
@@ -365,10 +454,13 @@ func (l *Ledger) runBatch(ctx context.Context, t *tenancy.Tenant, account uuid.U
 		kinds[i], holds[i], amounts[i], ttls[i] = op.kind, op.hold, op.amount, op.ttlUS
 		references[i], keys[i], hashes[i] = op.reference, op.key, op.hash
 	}
-	rows, err := t.Query(ctx, stmtBatch, tenancy.Args{
-		"account": account, "kinds": kinds, "holds": holds, "amounts": amounts, "ttls_us": ttls,
-		"references": references, "keys": keys, "hashes": hashes, "now": l.now(),
-	})
+	return tenancy.Args{"kinds": kinds, "holds": holds, "amounts": amounts, "ttls_us": ttls,
+		"references": references, "keys": keys, "hashes": hashes}
+}
+
+// readOutcomes runs a batch statement and reads its n outcomes.
+func (l *Ledger) readOutcomes(ctx context.Context, t *tenancy.Tenant, s *tenancy.Statement, args tenancy.Args, n int) ([]outcome, error) {
+	rows, err := t.Query(ctx, s, args)
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,14 @@ type Config struct {
 	// DefaultMaxBatch (32), and more than MaxMaxBatch (256) means
 	// MaxMaxBatch.
 	MaxBatch int
+	// MaxInFlight is how many requests or batches of one workspace (for
+	// one scope user, through one pool) this Ledger has in flight at once;
+	// what comes meanwhile queues and goes in batches as turns free up.
+	// 0 means DefaultMaxInFlight (2): about as many as the database server
+	// has cores to run them is best, since each statement and each commit
+	// costs the server however little they carry. An account never has
+	// more than one in flight.
+	MaxInFlight int
 }
 
 // now returns the instant to pass to SQL: nil for the database's clock.

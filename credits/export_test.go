@@ -1,8 +1,10 @@
 package credits
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/meterbase/meterbase/tenancy"
 )
@@ -28,6 +30,41 @@ type BatchRequest any
 // RunBatch sends requests as one batch on account through t, as the
 // coalescer does, and returns each one's result or error, in order.
 func RunBatch(ctx context.Context, l *Ledger, t *tenancy.Tenant, account AccountID, requests ...BatchRequest) ([]any, error) {
+	ops := batchOperations(requests)
+	outs, err := l.runBatch(ctx, t, account.UUID(), ops)
+	if err != nil {
+		return nil, err
+	}
+	return batchResults(requests, outs), nil
+}
+
+// RunBatches sends requests on several accounts (spends and holds, whose
+// account they name) as one batch through t, grouped by account in the
+// order the accounts sort, as the coalescer does, and returns each one's
+// result or error, in the order given.
+func RunBatches(ctx context.Context, l *Ledger, t *tenancy.Tenant, requests ...BatchRequest) ([]any, error) {
+	ops := batchOperations(requests)
+	order := make([]int, len(ops))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(ops[a].account[:], ops[b].account[:]) })
+	sorted := make([]*operation, len(ops))
+	for i, j := range order {
+		sorted[i] = ops[j]
+	}
+	outs, err := l.runBatches(ctx, t, sorted)
+	if err != nil {
+		return nil, err
+	}
+	inOrder := make([]outcome, len(outs))
+	for i, j := range order {
+		inOrder[j] = outs[i]
+	}
+	return batchResults(requests, inOrder), nil
+}
+
+func batchOperations(requests []BatchRequest) []*operation {
 	ops := make([]*operation, len(requests))
 	for i, r := range requests {
 		switch p := r.(type) {
@@ -43,10 +80,10 @@ func RunBatch(ctx context.Context, l *Ledger, t *tenancy.Tenant, account Account
 			panic(fmt.Sprintf("RunBatch: %T", r))
 		}
 	}
-	outs, err := l.runBatch(ctx, t, account.UUID(), ops)
-	if err != nil {
-		return nil, err
-	}
+	return ops
+}
+
+func batchResults(requests []BatchRequest, outs []outcome) []any {
 	res := make([]any, len(outs))
 	for i, o := range outs {
 		var v any
@@ -69,7 +106,7 @@ func RunBatch(ctx context.Context, l *Ledger, t *tenancy.Tenant, account Account
 		}
 		res[i] = v
 	}
-	return res, nil
+	return res
 }
 
 // SetBeforeSend makes f run whenever l is about to send a batch (its

@@ -161,6 +161,21 @@ func (w *ledgerWorld) ledgerCalls() map[string]ledgerCall {
 				credits.ReleaseParams{Hold: w.holds[b], Key: "iso-batch-3"})
 			return outcomes(res, err, credits.ErrNotFound, credits.ErrNotFound, credits.ErrNotFound)
 		},
+		"Batch on two accounts": func(ctx context.Context, l *credits.Ledger, tn *tenancy.Tenant) (any, error) {
+			res, err := credits.RunBatches(ctx, l, tn,
+				credits.SpendParams{Account: w.pools[a], Amount: 30, Key: "iso-batches-1"},
+				credits.SpendParams{Account: w.members[a], Amount: 1_000, Key: "iso-batches-2"},
+				credits.HoldParams{Account: w.members[a], Amount: 2, TTL: time.Hour, Key: "iso-batches-3"},
+				credits.SpendParams{Account: w.pools[a], Amount: 30, Key: "iso-batches-1"})
+			return outcomes(res, err, nil, credits.ErrInsufficientCredits, nil, nil)
+		},
+		"Batch on A's and B's accounts": func(ctx context.Context, l *credits.Ledger, tn *tenancy.Tenant) (any, error) {
+			res, err := credits.RunBatches(ctx, l, tn,
+				credits.SpendParams{Account: w.pools[b], Amount: 1, Key: "iso-batches-1"},
+				credits.SpendParams{Account: w.pools[a], Amount: 1, Key: "iso-batches-2"},
+				credits.HoldParams{Account: w.members[b], Amount: 1, TTL: time.Hour, Key: "iso-batches-3"})
+			return outcomes(res, err, credits.ErrNotFound, nil, credits.ErrNotFound)
+		},
 		"Refund": func(ctx context.Context, l *credits.Ledger, tn *tenancy.Tenant) (any, error) {
 			return l.Refund(ctx, tn, credits.RefundParams{Entry: w.spends[a], Amount: 390, Key: "iso-refund"})
 		},
