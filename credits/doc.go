@@ -136,12 +136,15 @@
 // A workspace's members usually spend from one shared pool, so every
 // spend changes the same row, and Postgres serialises them on its lock,
 // each commit holding it through its WAL flush: a few thousand commits a
-// second is the ceiling of one row, however many callers wait. So a
-// Ledger coalesces (group commit): while a spend, hold, capture or release
-// of an account is in flight, the ones that arrive for the same account
-// queue in the process, and go together as one batch, one statement, one
-// commit, as soon as it returns. A lone caller never waits: it is sent at
-// once, as a single call, and there is no timer anywhere.
+// second is the ceiling of one row, however many callers wait. And
+// spends spread over many accounts cost the server a statement and a
+// commit each, however little each carries. So a Ledger coalesces (group
+// commit): an account has at most one spend, hold, capture or release (or
+// batch of them) in flight in the process, and a workspace at most
+// Config.MaxInFlight (DefaultMaxInFlight, 2); what arrives meanwhile
+// queues, and goes as one batch, one statement, one commit, as soon as a
+// turn frees up, whatever accounts it touches. A lone caller never waits:
+// it is sent at once, as a single call, and there is no timer anywhere.
 //
 // Each caller still gets its own exact result, as if it had run alone in
 // the batch's order, which the journal shows (entry_seq): its success, its
@@ -167,14 +170,18 @@
 //
 // What coalesces: calls through a handle over a *pgxpool.Pool (a handle
 // bound to a transaction runs alone: its statements are its caller's), on
-// the same pool, workspace, scope user and row-level security setting,
-// and account. A batch is sent with its first caller's handle and the
+// the same pool, workspace, scope user and row-level security setting.
+// A batch over several accounts locks them in the order their ids sort,
+// as every batch does, so batches of several processes never deadlock
+// each other (a host transaction that changes several accounts in
+// another order may: Postgres then fails one of the two, and a batch that
+// fails so is retried call by call). A batch is sent with its first caller's handle and the
 // values of its first caller's context (a tracer's span, say), so calls
 // of different scope users do not share one: a host's own row-level
 // security policies may read the user. The ledger's statements read only
 // the workspace, so for the members of a workspace to share batches on
 // its pool, spend through a workspace-scoped handle (tenancy.NewScope).
-// A capture or release joins its account's batches when this Ledger made
+// A capture or release joins the batches when this Ledger made
 // the hold (it remembers the last 65,536 holds' accounts); otherwise it
 // runs alone. Grants, refunds, voids and sweeps always run alone: they are
 // rare next to spends. Each process coalesces its own callers; several
@@ -183,7 +190,9 @@
 // batches.
 //
 // Knobs: Config.NoCoalescing turns it off; Config.MaxBatch bounds a batch
-// (DefaultMaxBatch, 32). Ledger.CoalescingStats reports how many requests
+// (DefaultMaxBatch, 32; at most 32 accounts); Config.MaxInFlight bounds a
+// workspace's statements in flight (about the database server's cores is
+// best). Ledger.CoalescingStats reports how many requests
 // ran alone and in batches, the batch sizes, fallbacks and queue waits.
 // The README gives the measured figures.
 //

@@ -165,7 +165,7 @@ func (w *ledgerWorld) ledgerCalls() map[string]ledgerCall {
 			res, err := credits.RunBatches(ctx, l, tn,
 				credits.SpendParams{Account: w.pools[a], Amount: 30, Key: "iso-batches-1"},
 				credits.SpendParams{Account: w.members[a], Amount: 1_000, Key: "iso-batches-2"},
-				credits.HoldParams{Account: w.members[a], Amount: 2, TTL: time.Hour, Key: "iso-batches-3"},
+				credits.HoldParams{Account: w.pools[a], Amount: 2, TTL: time.Hour, Key: "iso-batches-3"},
 				credits.SpendParams{Account: w.pools[a], Amount: 30, Key: "iso-batches-1"})
 			return outcomes(res, err, nil, credits.ErrInsufficientCredits, nil, nil)
 		},
