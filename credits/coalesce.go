@@ -259,6 +259,7 @@ func (c *coalescer) do(ctx context.Context, t *tenancy.Tenant, op *operation, al
 	}
 	op.ctx, op.t, op.queued, op.done = ctx, t, time.Now(), make(chan delivery, 1)
 	q.pending = append(q.pending, op)
+	c.schedule(key, q) // a free turn and a free account: it goes now
 	c.mu.Unlock()
 
 	select {
@@ -269,6 +270,7 @@ func (c *coalescer) do(ctx context.Context, t *tenancy.Tenant, op *operation, al
 	c.mu.Lock()
 	if !op.sent {
 		q.pending = slices.DeleteFunc(q.pending, func(x *operation) bool { return x == op })
+		c.schedule(key, q)
 		c.mu.Unlock()
 		return nil, fmt.Errorf("credits: %s: %w", op.kind, ctx.Err())
 	}
@@ -396,7 +398,7 @@ func (c *coalescer) send(batch []*operation) {
 	// Grouped by account, in the order the accounts sort: so do all
 	// batches lock them, and none waits on another in a cycle.
 	sorted := slices.Clone(batch)
-	slices.SortStableFunc(sorted, func(a, b *operation) int { return bytes.Compare(a.account[:], b.account[:]) })
+	slices.SortStableFunc(sorted, func(a, b *operation) int { return lockOrder(a.account, b.account) })
 	var outs []outcome
 	var err error
 	if sorted[0].account == sorted[len(sorted)-1].account {
@@ -565,4 +567,13 @@ func outcomeUnknown(err error) bool {
 		return false
 	}
 	return !pgconn.SafeToRetry(err)
+}
+
+// lockOrder orders accounts by their queue lock's key (the id's last 8
+// bytes), then by id: the order batches take the locks in.
+func lockOrder(a, b uuid.UUID) int {
+	if c := bytes.Compare(a[8:], b[8:]); c != 0 {
+		return c
+	}
+	return bytes.Compare(a[:], b[:])
 }

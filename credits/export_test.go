@@ -1,7 +1,6 @@
 package credits
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -48,7 +47,7 @@ func RunBatches(ctx context.Context, l *Ledger, t *tenancy.Tenant, requests ...B
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(ops[a].account[:], ops[b].account[:]) })
+	slices.SortStableFunc(order, func(a, b int) int { return lockOrder(ops[a].account, ops[b].account) })
 	sorted := make([]*operation, len(ops))
 	for i, j := range order {
 		sorted[i] = ops[j]

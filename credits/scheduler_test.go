@@ -1,0 +1,186 @@
+package credits_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meterbase/meterbase/credits"
+	"github.com/meterbase/meterbase/tenancy"
+)
+
+// A request on a free account, with a free turn, queues behind a pending
+// request of a busy account, and nothing sends it until the busy account's
+// request returns: it waits as long as the other account is locked.
+func TestSchedulerFreeAccountStallsBehindBusyOne(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 1)
+	l := credits.New(nil) // MaxInFlight 2
+	tn := w.tenants[0]
+	accounts := workspaceAccounts(t, w, 100)
+	a, b := accounts[0], accounts[1]
+
+	release := blockAccount(t, w, a) // a host's transaction on a, say
+	leader := spendAsync(ctx, l, tn, credits.SpendParams{Account: a, Amount: 1, Key: key("a1")})
+	waitFor(t, "a's leader in flight", func() bool { return l.CoalescingStats().Alone == 1 })
+	a2 := spendAsync(ctx, l, tn, credits.SpendParams{Account: a, Amount: 1, Key: key("a2")})
+	waitFor(t, "a2 to queue", func() bool { return credits.Pending(l) == 1 })
+
+	// b is free and one of the two turns is free.
+	bAns := spendAsync(ctx, l, tn, credits.SpendParams{Account: b, Amount: 1, Key: key("b")})
+	select {
+	case got := <-bAns:
+		require.NoError(t, got.err)
+	case <-time.After(3 * time.Second):
+		t.Errorf("a spend on free account b, with a free turn, did not run in 3 s: stalled behind account a (pending=%d, stats=%+v)",
+			credits.Pending(l), l.CoalescingStats())
+	}
+	release()
+	require.NoError(t, answer(t, leader).err)
+	require.NoError(t, answer(t, a2).err)
+}
+
+// Many callers on several accounts, interleaved, in one batch: each spend
+// gets an entry of its own account with its own amount and reference, each
+// hold a hold on its own account.
+func TestSchedulerMultiAccountBatchAnswersEachCaller(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 1)
+	l := credits.New(&credits.Config{MaxInFlight: 1, MaxBatch: 64})
+	tn := w.tenants[0]
+	accounts := workspaceAccounts(t, w, 1000)
+	blocker := accounts[len(accounts)-1]
+	accounts = accounts[:len(accounts)-1]
+	release := blockAccount(t, w, blocker)
+	leader := spendAsync(ctx, l, tn, credits.SpendParams{Account: blocker, Amount: 1, Key: key("leader")})
+	waitFor(t, "the leader", func() bool { return l.CoalescingStats().Alone == 1 })
+
+	type res struct {
+		account credits.AccountID
+		amount  int64
+		ref     string
+		hold    bool
+		spend   credits.SpendResult
+		held    credits.HoldResult
+		err     error
+	}
+	var mu sync.Mutex
+	var results []*res
+	var wg sync.WaitGroup
+	n := 0
+	for i := range 40 {
+		acct := accounts[(i*7)%len(accounts)]
+		r := &res{account: acct, amount: int64(1 + i), ref: fmt.Sprintf("r%d", i), hold: i%3 == 0}
+		results = append(results, r)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r.hold {
+				h, err := l.Hold(ctx, tn, credits.HoldParams{Account: r.account, Amount: r.amount, TTL: time.Hour, Reference: r.ref, Key: key("h")})
+				mu.Lock()
+				r.held, r.err = h, err
+				mu.Unlock()
+				return
+			}
+			s, err := l.Spend(ctx, tn, credits.SpendParams{Account: r.account, Amount: r.amount, Reference: r.ref, Key: key("s")})
+			mu.Lock()
+			r.spend, r.err = s, err
+			mu.Unlock()
+		}()
+		n++
+		waitFor(t, "queued", func() bool { return credits.Pending(l) == n })
+	}
+	release()
+	require.NoError(t, answer(t, leader).err)
+	wg.Wait()
+	require.Equal(t, int64(1), l.CoalescingStats().Batches)
+	for _, r := range results {
+		require.NoError(t, r.err, r.ref)
+		page, err := l.Journal(ctx, tn, credits.JournalParams{Account: r.account, Reference: r.ref})
+		require.NoError(t, err)
+		var id credits.EntryID
+		if r.hold {
+			require.Equal(t, r.account, r.held.Hold.AccountID, r.ref)
+			require.Equal(t, r.amount, r.held.Hold.Amount, r.ref)
+			require.Equal(t, r.ref, r.held.Hold.Reference)
+			id = r.held.Entry.ID
+		} else {
+			require.Equal(t, -r.amount, r.spend.Entry.Amount, r.ref)
+			require.Equal(t, r.ref, r.spend.Entry.Reference)
+			id = r.spend.Entry.ID
+		}
+		found := false
+		for _, e := range page.Items {
+			if e.ID == id {
+				found = true
+				require.Equal(t, r.ref, e.Reference)
+			}
+		}
+		require.True(t, found, "%s: entry not in its account's journal", r.ref)
+	}
+	w.reconcile(t, 0)
+}
+
+// Two batches whose accounts' queue keys (the ids' last 8 bytes) collide
+// crosswise deadlock, although each locks its accounts in id order.
+func TestSchedulerCollidingQueueKeysDeadlock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 1)
+	raw := w.db.RawPool(t)
+	l := credits.New(nil)
+	tn := w.tenants[0]
+	mk := func(hi, lo string) credits.AccountID {
+		id := uuid.MustParse(hi + "-0000-7000-8000-" + lo)
+		u, err := tenancy.NewUsers(nil).Create(ctx, w.db.Pool, tenancy.CreateUserParams{Email: hi + "@example.com"})
+		require.NoError(t, err)
+		_, err = tenancy.NewMembers(nil).Add(ctx, tn, tenancy.AddMemberParams{User: u.ID, Role: tenancy.RoleMember})
+		require.NoError(t, err)
+		_, err = raw.Exec(ctx, `SELECT meterbase_credit_open_account($1, $2, $3, 0, NULL)`, w.ws[0].UUID(), id, u.ID.UUID())
+		require.NoError(t, err)
+		a, err := credits.ParseAccountID(id.String())
+		require.NoError(t, err)
+		w.grant(t, 0, a, 100)
+		return a
+	}
+	// Sorted A < B < C < D; key(A) = key(D) = K1, key(B) = key(C) = K2.
+	A := mk("00000001", "000000000001")
+	B := mk("00000002", "000000000002")
+	C := mk("00000003", "000000000002")
+	D := mk("00000004", "000000000001")
+
+	// X = {A, B} takes K1, then waits on A's row, held by a host.
+	tx, err := raw.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx)
+	_, err = tx.Exec(ctx, `SELECT 1 FROM credit_accounts WHERE account_id = $1 FOR UPDATE`, A.UUID())
+	require.NoError(t, err)
+	errs := make(chan error, 2)
+	go func() {
+		_, err := credits.RunBatches(ctx, l, tn, credits.SpendParams{Account: A, Amount: 1, Key: key("x")}, credits.SpendParams{Account: B, Amount: 1, Key: key("x")})
+		errs <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	// Y = {C, D} takes K2, then waits on K1.
+	go func() {
+		_, err := credits.RunBatches(ctx, l, tn, credits.SpendParams{Account: C, Amount: 1, Key: key("y")}, credits.SpendParams{Account: D, Amount: 1, Key: key("y")})
+		errs <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	require.NoError(t, tx.Rollback(ctx)) // X goes on to K2, held by Y
+	for range 2 {
+		select {
+		case err := <-errs:
+			require.NoError(t, err, "a batch failed")
+		case <-time.After(10 * time.Second):
+			t.Fatal("no answer")
+		}
+	}
+}
