@@ -395,17 +395,7 @@ func (c *coalescer) send(batch []*operation) {
 	}()
 	ctx, stop := batchContext(batch)
 	defer stop()
-	// Grouped by account, in the order the accounts sort: so do all
-	// batches lock them, and none waits on another in a cycle.
-	sorted := slices.Clone(batch)
-	slices.SortStableFunc(sorted, func(a, b *operation) int { return lockOrder(a.account, b.account) })
-	var outs []outcome
-	var err error
-	if sorted[0].account == sorted[len(sorted)-1].account {
-		outs, err = c.l.runBatch(ctx, batch[0].t, batch[0].account, sorted)
-	} else {
-		outs, err = c.l.runBatches(ctx, batch[0].t, sorted)
-	}
+	sorted, outs, err := c.l.runInLockOrder(ctx, batch[0].t, batch)
 	delivered = true
 	if err != nil {
 		unknown := outcomeUnknown(err)
@@ -419,6 +409,21 @@ func (c *coalescer) send(batch []*operation) {
 	}
 }
 
+// runInLockOrder sends a batch grouped by account, the accounts in lock
+// order (so every batch locks them, and none waits on another in a
+// cycle), and returns the operations in that order with their outcomes.
+func (l *Ledger) runInLockOrder(ctx context.Context, t *tenancy.Tenant, batch []*operation) ([]*operation, []outcome, error) {
+	sorted := slices.Clone(batch)
+	slices.SortStableFunc(sorted, func(a, b *operation) int { return lockOrder(a.account, b.account) })
+	first, last := sorted[0].account, sorted[len(sorted)-1].account
+	if first == last {
+		outs, err := l.runBatch(ctx, t, first, sorted)
+		return sorted, outs, err
+	}
+	outs, err := l.runBatches(ctx, t, sorted)
+	return sorted, outs, err
+}
+
 // runBatch sends a batch of operations on account as one statement and
 // returns their outcomes, in order.
 func (l *Ledger) runBatch(ctx context.Context, t *tenancy.Tenant, account uuid.UUID, batch []*operation) ([]outcome, error) {
@@ -428,8 +433,8 @@ func (l *Ledger) runBatch(ctx context.Context, t *tenancy.Tenant, account uuid.U
 }
 
 // runBatches sends a batch of operations on several accounts, grouped by
-// account in the order the accounts sort, as one statement, and returns
-// their outcomes, in order.
+// account in lock order, as one statement, and returns their outcomes, in
+// order.
 func (l *Ledger) runBatches(ctx context.Context, t *tenancy.Tenant, batch []*operation) ([]outcome, error) {
 	var accounts []uuid.UUID
 	var firsts, lasts []int32 // 1-based, inclusive: SQL's array slices

@@ -31,8 +31,8 @@ type Config struct {
 	// what comes meanwhile queues and goes in batches as turns free up.
 	// 0 means DefaultMaxInFlight (2): about as many as the database server
 	// has cores to run them is best, since each statement and each commit
-	// costs the server however little they carry. An account never has
-	// more than one in flight.
+	// costs the server however little they carry. Of these, an account
+	// never has more than one.
 	MaxInFlight int
 }
 

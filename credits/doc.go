@@ -147,7 +147,8 @@
 // it is sent at once, as a single call, and there is no timer anywhere.
 //
 // Each caller still gets its own exact result, as if it had run alone in
-// the batch's order, which the journal shows (entry_seq): its success, its
+// the batch's order (each account's requests in the order they came),
+// which the journal shows (entry_seq): its success, its
 // own *InsufficientCreditsError when the pool runs dry mid-batch, its own
 // replay or *IdempotencyConflictError. One request's failure never fails
 // its neighbours. A batch of spends only, whose keys are all new and whose
@@ -171,8 +172,8 @@
 // What coalesces: calls through a handle over a *pgxpool.Pool (a handle
 // bound to a transaction runs alone: its statements are its caller's), on
 // the same pool, workspace, scope user and row-level security setting.
-// A batch over several accounts locks them in the order their ids sort,
-// as every batch does, so batches of several processes never deadlock
+// A batch over several accounts locks them in one order (their queue
+// locks' keys, then their ids), as every batch does, so batches of several processes never deadlock
 // each other (a host transaction that changes several accounts in
 // another order may: Postgres then fails one of the two, and a batch that
 // fails so is retried call by call). A batch is sent with its first caller's handle and the

@@ -3,7 +3,6 @@ package credits
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/meterbase/meterbase/tenancy"
 )
@@ -38,27 +37,23 @@ func RunBatch(ctx context.Context, l *Ledger, t *tenancy.Tenant, account Account
 }
 
 // RunBatches sends requests on several accounts (spends and holds, whose
-// account they name) as one batch through t, grouped by account in the
-// order the accounts sort, as the coalescer does, and returns each one's
-// result or error, in the order given.
+// account they name) as one batch through t, grouped by account in lock
+// order, as the coalescer does, and returns each one's
+// result or error, in the order given (one account sends the
+// single-account statement, as the coalescer does).
 func RunBatches(ctx context.Context, l *Ledger, t *tenancy.Tenant, requests ...BatchRequest) ([]any, error) {
 	ops := batchOperations(requests)
-	order := make([]int, len(ops))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return lockOrder(ops[a].account, ops[b].account) })
-	sorted := make([]*operation, len(ops))
-	for i, j := range order {
-		sorted[i] = ops[j]
-	}
-	outs, err := l.runBatches(ctx, t, sorted)
+	sorted, outs, err := l.runInLockOrder(ctx, t, ops)
 	if err != nil {
 		return nil, err
 	}
+	at := make(map[*operation]int, len(ops))
+	for i, op := range ops {
+		at[op] = i
+	}
 	inOrder := make([]outcome, len(outs))
-	for i, j := range order {
-		inOrder[j] = outs[i]
+	for i, op := range sorted {
+		inOrder[at[op]] = outs[i]
 	}
 	return batchResults(requests, inOrder), nil
 }

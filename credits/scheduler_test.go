@@ -14,10 +14,10 @@ import (
 	"github.com/meterbase/meterbase/tenancy"
 )
 
-// A request on a free account, with a free turn, queues behind a pending
-// request of a busy account, and nothing sends it until the busy account's
-// request returns: it waits as long as the other account is locked.
-func TestSchedulerFreeAccountStallsBehindBusyOne(t *testing.T) {
+// A request on a free account, with a free turn, goes at once, even with a
+// request of a busy account pending ahead of it (it used to wait as long
+// as the other account was locked).
+func TestSchedulerFreeAccountDoesNotWaitBehindBusyOne(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	w := newWorld(t, 1)
@@ -129,8 +129,9 @@ func TestSchedulerMultiAccountBatchAnswersEachCaller(t *testing.T) {
 }
 
 // Two batches whose accounts' queue keys (the ids' last 8 bytes) collide
-// crosswise deadlock, although each locks its accounts in id order.
-func TestSchedulerCollidingQueueKeysDeadlock(t *testing.T) {
+// crosswise do not deadlock: batches take the locks in key order, not id
+// order (which did deadlock).
+func TestSchedulerCollidingQueueKeysDoNotDeadlock(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	w := newWorld(t, 1)
