@@ -498,11 +498,17 @@ func (m *Migrator) lock(ctx context.Context) (conn *pgxpool.Conn, schema string,
 		if err != nil {
 			return nil, "", 0, fmt.Errorf("migrations: wait for the migration lock: acquire connection: %w", err)
 		}
-		if schema, err = m.resolveSchema(ctx, conn.Conn()); err != nil {
-			conn.Release()
-			return nil, "", 0, err
+		// The schema is resolved once: each retry's search_path is the pool's.
+		if schema == "" {
+			if schema, err = m.resolveSchema(ctx, conn.Conn()); err != nil {
+				conn.Release()
+				if ctx.Err() != nil {
+					return nil, "", 0, fmt.Errorf("migrations: wait for the migration lock: %w", ctx.Err())
+				}
+				return nil, "", 0, err
+			}
+			key = lockKey(schema, m.table)
 		}
-		key = lockKey(schema, m.table)
 		var locked bool
 		if err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&locked); err != nil {
 			conn.Release()
