@@ -41,9 +41,6 @@ func TestABatchSpansAccounts(t *testing.T) {
 	accounts := workspaceAccounts(t, w, 100)
 	a, b, c := accounts[0], accounts[1], accounts[2]
 
-	release := blockAccount(t, w, a)
-	leader := spendAsync(ctx, l, tn, credits.SpendParams{Account: a, Amount: 1, Key: key("leader")})
-	waitFor(t, "the leader to run", func() bool { return l.CoalescingStats().Alone == 1 })
 	queued := []credits.SpendParams{
 		{Account: b, Amount: 60, Key: key("b1")},
 		{Account: c, Amount: 101, Key: key("c-refused")},
@@ -52,11 +49,7 @@ func TestABatchSpansAccounts(t *testing.T) {
 		{Account: c, Amount: 100, Key: key("c")},
 		{Account: b, Amount: 40, Key: key("b3")},
 	}
-	var answers []chan spendAnswer
-	for i, p := range queued {
-		answers = append(answers, spendAsync(ctx, l, tn, p))
-		waitFor(t, "the request to queue", func() bool { return credits.Pending(l) == i+1 })
-	}
+	release, leader, answers := queueBehindLeader(t, w, l, tn, a, queued)
 	release()
 	require.NoError(t, answer(t, leader).err)
 

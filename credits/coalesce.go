@@ -87,6 +87,9 @@ type delivery struct {
 	alone   bool
 	unknown bool
 	cause   error
+	// ran, with alone, is closed once the caller has run its request
+	// alone: the batch's turn waits for it before the next one goes.
+	ran chan struct{}
 	// panicked is what sending the batch panicked with: the callers panic
 	// with it, each in its own goroutine, as a single call would have.
 	panicked any
@@ -207,14 +210,17 @@ type CoalescingStats struct {
 	// handle belongs to a transaction, a capture or release of a hold
 	// this Ledger did not make, or coalescing is off.
 	Alone int64
-	// Batches counts the batches sent; Batched the requests in them.
-	Batches int64
-	Batched int64
+	// Batches counts the batches sent; Batched the requests in them;
+	// SpanningBatches the batches over more than one account.
+	Batches         int64
+	Batched         int64
+	SpanningBatches int64
 	// BatchSizes[i] counts the batches of 2^i to 2^(i+1)-1 requests:
 	// 1, 2–3, 4–7, 8–15, 16–31, 32–63, 64–127, 128–256.
 	BatchSizes [8]int64
 	// Fallbacks counts requests whose batch failed whole (a lost
-	// connection, say) and that then ran alone.
+	// connection, say) and that then ran alone, one after another in
+	// the batch's turn.
 	Fallbacks int64
 	// QueueWait sums, over batched requests, the time from queueing to
 	// being sent; MaxQueueWait is the longest.
@@ -290,6 +296,7 @@ func (c *coalescer) delivered(ctx context.Context, op *operation, d delivery, al
 	if !d.alone {
 		return d.out, nil
 	}
+	defer close(d.ran) // even if alone panics: the batch's turn must end
 	if d.unknown && ctx.Err() != nil {
 		return nil, &OutcomeUnknownError{Operation: op.kind, Key: op.key, Err: d.cause}
 	}
@@ -316,13 +323,16 @@ func (c *coalescer) finish(key queueKey, q *queue, ops []*operation) {
 // is idle. c.mu is held.
 func (c *coalescer) schedule(key queueKey, q *queue) {
 	for q.inFlight < c.maxInFlight {
-		batch := c.take(q)
+		batch, accounts := c.take(q)
 		if len(batch) == 0 {
 			break
 		}
 		q.inFlight++
 		now := time.Now()
 		c.stats.Batches++
+		if accounts > 1 {
+			c.stats.SpanningBatches++
+		}
 		c.stats.Batched += int64(len(batch))
 		c.stats.BatchSizes[min(bitLen(len(batch))-1, len(c.stats.BatchSizes)-1)]++
 		for _, op := range batch {
@@ -343,8 +353,9 @@ func (c *coalescer) schedule(key queueKey, q *queue) {
 // queue order, on accounts with nothing in flight, up to maxBatch of them
 // on up to maxBatchAccounts accounts. A request left behind keeps the
 // later ones of its account behind it, so each account's requests run in
-// the order they came. c.mu is held.
-func (c *coalescer) take(q *queue) []*operation {
+// the order they came. It returns the batch and how many accounts it
+// touches. c.mu is held.
+func (c *coalescer) take(q *queue) ([]*operation, int) {
 	var batch []*operation
 	accounts := make(map[uuid.UUID]bool)
 	left := make(map[uuid.UUID]bool)
@@ -361,7 +372,7 @@ func (c *coalescer) take(q *queue) []*operation {
 	}
 	clear(q.pending[len(rest):])
 	q.pending = rest
-	return batch
+	return batch, len(accounts)
 }
 
 // run sends one batch, then ends its turn.
@@ -398,9 +409,19 @@ func (c *coalescer) send(batch []*operation) {
 	sorted, outs, err := c.l.runInLockOrder(ctx, batch[0].t, batch)
 	delivered = true
 	if err != nil {
+		// The batch failed whole: its callers run their requests alone,
+		// one after another in the order they queued, within the batch's
+		// turn. So the workspace keeps to MaxInFlight statements, each
+		// account's requests keep their order, and nothing queued later
+		// on these accounts overtakes them.
 		unknown := outcomeUnknown(err)
 		for _, op := range batch {
-			op.done <- delivery{alone: true, unknown: unknown, cause: err}
+			ran := make(chan struct{})
+			op.done <- delivery{alone: true, unknown: unknown, cause: err, ran: ran}
+			select {
+			case <-ran:
+			case <-op.ctx.Done(): // the caller may have left without reading
+			}
 		}
 		return
 	}

@@ -36,6 +36,33 @@ func blockAccount(t *testing.T, w *world, account credits.AccountID) (release fu
 	return release
 }
 
+// queueBehindLeader makes a turn of tn's workspace busy with a leader's
+// spend on blocked, held by a host's lock, and queues the requests behind
+// it, in order. The leader goes on at release.
+func queueBehindLeader(t *testing.T, w *world, l *credits.Ledger, tn *tenancy.Tenant, blocked credits.AccountID, queued []credits.SpendParams) (release func(), leader chan spendAnswer, answers []chan spendAnswer) {
+	t.Helper()
+	ctx := context.Background()
+	release = blockAccount(t, w, blocked)
+	leader = spendAsync(ctx, l, tn, credits.SpendParams{Account: blocked, Amount: 1, Key: key("leader")})
+	waitFor(t, "the leader to run", func() bool { return l.CoalescingStats().Alone == 1 })
+	for i, p := range queued {
+		answers = append(answers, spendAsync(ctx, l, tn, p))
+		waitFor(t, "the request to queue", func() bool { return credits.Pending(l) == i+1 })
+	}
+	return release, leader, answers
+}
+
+// pauseFirstBatch holds l's first batch before it is sent: sending is
+// closed when it gets there, and it goes on once proceed is closed. Later
+// batches (a retry that finds its account's turn not yet over goes as a
+// batch of its own) do not wait.
+func pauseFirstBatch(l *credits.Ledger) (sending, proceed chan struct{}) {
+	sending, proceed = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	credits.SetBeforeSend(l, func() { once.Do(func() { close(sending); <-proceed }) })
+	return sending, proceed
+}
+
 // waitFor polls cond until it holds, or fails the test after 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -110,11 +137,7 @@ func TestCancelledCallersOfABatch(t *testing.T) {
 
 	// Given up once sent: the batch waits in the hook until the caller has
 	// its answer, then runs for the neighbour.
-	sending, proceed := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	// Only the first batch waits: a retry below may find the account's
-	// turn not yet over and go as a batch of its own.
-	credits.SetBeforeSend(l, func() { once.Do(func() { close(sending); <-proceed }) })
+	sending, proceed := pauseFirstBatch(l)
 	release()
 	require.NoError(t, answer(t, leader).err)
 	<-sending
@@ -170,11 +193,7 @@ func TestBatchWhoseCallersAllGaveUp(t *testing.T) {
 	p := credits.SpendParams{Account: account, Amount: 5, Key: key("gave-up")}
 	ch := spendAsync(callerCtx, l, tn, p)
 	waitFor(t, "a queued request", func() bool { return credits.Pending(l) == 1 })
-	sending, proceed := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	// Only the first batch waits: a retry below may find the account's
-	// turn not yet over and go as a batch of its own.
-	credits.SetBeforeSend(l, func() { once.Do(func() { close(sending); <-proceed }) })
+	sending, proceed := pauseFirstBatch(l)
 	release()
 	require.NoError(t, answer(t, leader).err)
 	<-sending

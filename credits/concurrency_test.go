@@ -332,6 +332,7 @@ func runLoad(t *testing.T, cfg loadConfig) {
 		// The load went through batches, not only single calls.
 		require.Greater(t, stats.Batched, int64(cfg.workers*cfg.ops/10), "%+v", stats)
 		require.Greater(t, stats.Batched, stats.Batches, "%+v", stats)
+		require.Positive(t, stats.SpanningBatches, "batches over several accounts: %+v", stats)
 		if cfg.faults {
 			// Batches were cut off by the faults, and their callers ran alone.
 			require.Positive(t, stats.Fallbacks, "%+v", stats)

@@ -162,8 +162,10 @@
 // ErrOutcomeUnknown): the batch goes on for the others and may apply it;
 // retry with the same key to learn what happened. A batch whose callers
 // have all given up is not sent. If a batch fails whole (a lost
-// connection, say), each caller runs its request alone, with its key: if
-// the batch did commit, that answer is a replay (Replay means the key had
+// connection, say), its callers run their requests alone, with their
+// keys, one after another in the order they queued, within the batch's
+// turn (so nothing queued later on its accounts overtakes them): if the
+// batch did commit, that answer is a replay (Replay means the key had
 // been applied before this answer, perhaps by this call's own lost
 // attempt). The same error can come from any state change, coalesced or
 // not, whose answer was lost. A panic while a batch is sent (a host's
@@ -194,7 +196,8 @@
 // (DefaultMaxBatch, 32; at most 32 accounts); Config.MaxInFlight bounds a
 // workspace's statements in flight (about the database server's cores is
 // best). Ledger.CoalescingStats reports how many requests
-// ran alone and in batches, the batch sizes, fallbacks and queue waits.
+// ran alone and in batches, the batch sizes, the batches over several
+// accounts, fallbacks and queue waits.
 // The README gives the measured figures.
 //
 // # Transactions

@@ -118,7 +118,10 @@ func TestLedgerMatchesModel(t *testing.T) {
 		require.NoError(rt, err)
 
 		clock := newClock()
-		s := &machine{ctx: ctx, ledger: credits.New(&credits.Config{Clock: clock.Now}), tn: tn, clock: clock, m: &model{}, cover: cover}
+		// One turn in flight makes bursts over both accounts go as one
+		// batch; two (the default) lets them run side by side.
+		inFlight := rapid.IntRange(1, 2).Draw(rt, "max in flight")
+		s := &machine{ctx: ctx, ledger: credits.New(&credits.Config{Clock: clock.Now, MaxInFlight: inFlight}), tn: tn, clock: clock, m: &model{}, cover: cover}
 		limit := rapid.SampledFrom([]int64{0, 0, 50, 200}).Draw(rt, "pool credit limit")
 		for _, p := range []credits.OpenAccountParams{{CreditLimit: limit}, {User: member.ID}} {
 			res, err := s.ledger.OpenAccount(ctx, tn, p)
@@ -607,6 +610,9 @@ func (s *machine) burst(t *rapid.T) {
 	wg.Wait()
 	if after := s.ledger.CoalescingStats(); after.Batches > before.Batches {
 		s.cover.add(fmt.Sprintf("burst:batched=%d", min(after.Batched-before.Batched, 4)))
+		if after.SpanningBatches > before.SpanningBatches {
+			s.cover.add("burst:spanning")
+		}
 	}
 
 	// The fresh successes, in journal order (accounts apart, their entries

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meterbase/meterbase/credits"
@@ -184,4 +185,78 @@ func TestSchedulerCollidingQueueKeysDoNotDeadlock(t *testing.T) {
 			t.Fatal("no answer")
 		}
 	}
+}
+
+// A batch that fails whole (here its connection is gone) sends its callers
+// to run alone, one after another in the order they queued, within the
+// batch's turn: each account's requests keep their order, each is applied
+// once, and a request queued meanwhile on one of its accounts does not
+// overtake them.
+func TestSchedulerFailedBatchFallsBackWithinItsTurn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 1)
+	raw := w.db.RawPool(t)
+	// One connection, never pinged: the batch gets the one its backend
+	// was terminated under.
+	pool := w.db.Connect(t, func(cfg *pgxpool.Config) {
+		cfg.MaxConns = 1
+		cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
+	})
+	scope, err := tenancy.NewScope(w.ws[0])
+	require.NoError(t, err)
+	tn, err := tenancy.NewTenant(pool, scope)
+	require.NoError(t, err)
+	l := credits.New(&credits.Config{MaxInFlight: 1})
+	accounts := workspaceAccounts(t, w, 100)
+	a, b := accounts[0], accounts[1]
+	conn, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	pid := conn.Conn().PgConn().PID()
+	conn.Release()
+
+	queued := []credits.SpendParams{
+		{Account: a, Amount: 2, Key: key("a1")},
+		{Account: b, Amount: 3, Key: key("b1")},
+		{Account: a, Amount: 4, Key: key("a2")},
+	}
+	release, leader, answers := queueBehindLeader(t, w, l, tn, a, queued)
+	sending, proceed := pauseFirstBatch(l)
+	release()
+	require.NoError(t, answer(t, leader).err)
+	<-sending
+	_, err = raw.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid)
+	require.NoError(t, err)
+	waitFor(t, "the backend to end", func() bool {
+		var n int
+		require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&n))
+		return n == 0
+	})
+	late := spendAsync(ctx, l, tn, credits.SpendParams{Account: a, Amount: 5, Key: key("late")})
+	waitFor(t, "the late request to queue", func() bool { return credits.Pending(l) == 1 })
+	close(proceed)
+
+	var got []credits.SpendResult
+	for i, ch := range answers {
+		ans := answer(t, ch)
+		require.NoError(t, ans.err, queued[i].Key)
+		require.False(t, ans.res.Replay, "%s: the failed batch applied nothing", queued[i].Key)
+		require.Equal(t, -queued[i].Amount, ans.res.Entry.Amount)
+		got = append(got, ans.res)
+	}
+	lateAns := answer(t, late)
+	require.NoError(t, lateAns.err)
+
+	stats := l.CoalescingStats()
+	require.Equal(t, int64(3), stats.Fallbacks, "%+v", stats)
+	require.Equal(t, int64(2), stats.Batches, "the failed batch, then the late request's: %+v", stats)
+	require.Equal(t, int64(1), stats.SpanningBatches, "%+v", stats)
+	// Account a's journal: grant, leader, a1, a2, then the late request.
+	require.Equal(t, got[0].Entry.Seq+1, got[2].Entry.Seq, "a1 then a2")
+	require.Equal(t, got[2].Entry.Seq+1, lateAns.res.Entry.Seq, "the late request after the fallbacks")
+	require.Equal(t, int64(2), got[1].Entry.Seq, "b1 after b's grant")
+	var applied int
+	require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM credit_entries WHERE kind = 'spend'`).Scan(&applied))
+	require.Equal(t, 5, applied, "each request applied once")
+	w.reconcile(t, 0)
 }
