@@ -87,9 +87,14 @@ type delivery struct {
 	alone   bool
 	unknown bool
 	cause   error
-	// ran, with alone, is closed once the caller has run its request
-	// alone: the batch's turn waits for it before the next one goes.
-	ran chan struct{}
+	// ran, with alone, gets what the caller's request alone returned
+	// (nil if it panicked): the batch's turn waits for it before the next
+	// one goes.
+	ran chan error
+	// unreachable, with alone: an earlier caller of the batch could not
+	// connect to the database, so this one does not try, and answers
+	// with that error, as its own single call most likely would have.
+	unreachable error
 	// panicked is what sending the batch panicked with: the callers panic
 	// with it, each in its own goroutine, as a single call would have.
 	panicked any
@@ -296,14 +301,19 @@ func (c *coalescer) delivered(ctx context.Context, op *operation, d delivery, al
 	if !d.alone {
 		return d.out, nil
 	}
-	defer close(d.ran) // even if alone panics: the batch's turn must end
+	var ran error
+	defer func() { d.ran <- ran }() // even if alone panics: the batch's turn must end
+	if d.unreachable != nil {
+		return nil, changeError(op.kind, op.key, d.unreachable)
+	}
 	if d.unknown && ctx.Err() != nil {
 		return nil, &OutcomeUnknownError{Operation: op.kind, Key: op.key, Err: d.cause}
 	}
 	// The batch failed whole; the request runs alone, with its key: if
 	// the batch did commit, that is a replay of what it did.
 	c.count(func(s *CoalescingStats) { s.Fallbacks++ })
-	return nil, alone()
+	ran = alone()
+	return nil, ran
 }
 
 // finish ends the turn of a request or a batch: its accounts are free
@@ -414,12 +424,19 @@ func (c *coalescer) send(batch []*operation) {
 		// turn. So the workspace keeps to MaxInFlight statements, each
 		// account's requests keep their order, and nothing queued later
 		// on these accounts overtakes them.
+		// Once a caller cannot connect, the rest answer with its error
+		// at once: each would wait as long for a connection, one after
+		// another, while the turn holds up the workspace.
 		unknown := outcomeUnknown(err)
+		var unreachable error
 		for _, op := range batch {
-			ran := make(chan struct{})
-			op.done <- delivery{alone: true, unknown: unknown, cause: err, ran: ran}
+			ran := make(chan error, 1)
+			op.done <- delivery{alone: true, unknown: unknown, cause: err, ran: ran, unreachable: unreachable}
 			select {
-			case <-ran:
+			case err := <-ran:
+				if connErr, ok := errors.AsType[*pgconn.ConnectError](err); ok && unreachable == nil {
+					unreachable = connErr
+				}
 			case <-op.ctx.Done(): // the caller may have left without reading
 			}
 		}
@@ -580,8 +597,11 @@ func (c *coalescer) holdAccount(t *tenancy.Tenant, hold HoldID) uuid.UUID {
 // committed: it was sent, and then the connection or the context ended
 // before its answer came. A statement the server answered with an error
 // did not commit, unless the error ends the session (the answer may have
-// been lost with it).
+// been lost with it). A call that could not connect sent nothing.
 func outcomeUnknown(err error) bool {
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return false
+	}
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		switch pgErr.Code {
 		case "57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now

@@ -48,7 +48,8 @@ var (
 // same key and the same parameters: the ledger applies a key once, so the
 // retry either applies it or returns what the first attempt did (Replay
 // set). Err is the cause (errors.Is(err, context.Canceled) holds when the
-// context ended).
+// context ended). A call that could not connect sent nothing: its error
+// is the connection's (a *pgconn.ConnectError), not this one.
 type OutcomeUnknownError struct {
 	Operation string // "spend", "hold", "capture", "release", ...
 	Key       string

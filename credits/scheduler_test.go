@@ -2,12 +2,16 @@ package credits_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -258,5 +262,77 @@ func TestSchedulerFailedBatchFallsBackWithinItsTurn(t *testing.T) {
 	var applied int
 	require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM credit_entries WHERE kind = 'spend'`).Scan(&applied))
 	require.Equal(t, 5, applied, "each request applied once")
+	w.reconcile(t, 0)
+}
+
+// When the database becomes unreachable as a batch is sent, its first
+// caller falls back and cannot connect either; the others answer with
+// that error at once, rather than each waiting for a connection of its
+// own, one after another, while the turn holds up the workspace. A call
+// that could not connect sent nothing: its error is not
+// ErrOutcomeUnknown.
+func TestSchedulerFailedBatchUnreachableDatabaseAnswersAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 1)
+	const dialDelay = 200 * time.Millisecond
+	var down atomic.Bool
+	var dials atomic.Int64
+	pool := w.db.Connect(t, func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.Fallbacks = nil
+		dial := cfg.ConnConfig.DialFunc
+		cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if !down.Load() {
+				return dial(ctx, network, addr)
+			}
+			dials.Add(1)
+			select {
+			case <-time.After(dialDelay):
+			case <-ctx.Done():
+			}
+			return nil, errors.New("the database is unreachable")
+		}
+	})
+	scope, err := tenancy.NewScope(w.ws[0])
+	require.NoError(t, err)
+	tn, err := tenancy.NewTenant(pool, scope)
+	require.NoError(t, err)
+	l := credits.New(&credits.Config{MaxInFlight: 1})
+	accounts := workspaceAccounts(t, w, 1000)
+	a, b, c, other := accounts[0], accounts[1], accounts[2], accounts[3]
+
+	var queued []credits.SpendParams
+	for i := range 8 {
+		queued = append(queued, credits.SpendParams{Account: []credits.AccountID{a, b, c}[i%3], Amount: 1, Key: key("q")})
+	}
+	release, leader, answers := queueBehindLeader(t, w, l, tn, a, queued)
+	sending, proceed := pauseFirstBatch(l)
+	release()
+	require.NoError(t, answer(t, leader).err)
+	<-sending
+	down.Store(true)
+	pool.Reset()
+	late := spendAsync(ctx, l, tn, credits.SpendParams{Account: other, Amount: 1, Key: key("late")})
+	waitFor(t, "the late request to queue", func() bool { return credits.Pending(l) == 1 })
+	close(proceed)
+
+	for i, ch := range answers {
+		ans := answer(t, ch)
+		_, connect := errors.AsType[*pgconn.ConnectError](ans.err)
+		require.True(t, connect, "caller %d: %v", i, ans.err)
+		require.NotErrorIs(t, ans.err, credits.ErrOutcomeUnknown, "caller %d: nothing was sent", i)
+	}
+	require.Error(t, answer(t, late).err)
+	stats := l.CoalescingStats()
+	// Of the failed batch's callers only the first tried again; the late
+	// request's batch of one failed too, and it tried again.
+	require.Equal(t, int64(2), stats.Fallbacks, "%+v", stats)
+	// So four attempts to connect, not one for each caller.
+	require.Equal(t, int64(4), dials.Load(), "%+v", stats)
+
+	down.Store(false)
+	var spent int
+	require.NoError(t, w.db.RawPool(t).QueryRow(ctx, `SELECT count(*) FROM credit_entries WHERE kind = 'spend'`).Scan(&spent))
+	require.Equal(t, 1, spent, "only the leader's spend")
 	w.reconcile(t, 0)
 }
