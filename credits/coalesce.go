@@ -87,14 +87,9 @@ type delivery struct {
 	alone   bool
 	unknown bool
 	cause   error
-	// ran, with alone, gets what the caller's request alone returned
-	// (nil if it panicked): the batch's turn waits for it before the next
-	// one goes.
-	ran chan error
-	// unreachable, with alone: an earlier caller of the batch could not
-	// connect to the database, so this one does not try, and answers
-	// with that error, as its own single call most likely would have.
-	unreachable error
+	// ran, with alone, is closed once the caller has run its request
+	// alone: the batch's turn lasts until its callers have.
+	ran chan struct{}
 	// panicked is what sending the batch panicked with: the callers panic
 	// with it, each in its own goroutine, as a single call would have.
 	panicked any
@@ -224,8 +219,7 @@ type CoalescingStats struct {
 	// 1, 2–3, 4–7, 8–15, 16–31, 32–63, 64–127, 128–256.
 	BatchSizes [8]int64
 	// Fallbacks counts requests whose batch failed whole (a lost
-	// connection, say) and that then ran alone, one after another in
-	// the batch's turn.
+	// connection, say) and that then ran alone, within the batch's turn.
 	Fallbacks int64
 	// QueueWait sums, over batched requests, the time from queueing to
 	// being sent; MaxQueueWait is the longest.
@@ -301,19 +295,14 @@ func (c *coalescer) delivered(ctx context.Context, op *operation, d delivery, al
 	if !d.alone {
 		return d.out, nil
 	}
-	var ran error
-	defer func() { d.ran <- ran }() // even if alone panics: the batch's turn must end
-	if d.unreachable != nil {
-		return nil, changeError(op.kind, op.key, d.unreachable)
-	}
+	defer close(d.ran) // even if alone panics: the batch's turn must end
 	if d.unknown && ctx.Err() != nil {
 		return nil, &OutcomeUnknownError{Operation: op.kind, Key: op.key, Err: d.cause}
 	}
 	// The batch failed whole; the request runs alone, with its key: if
 	// the batch did commit, that is a replay of what it did.
 	c.count(func(s *CoalescingStats) { s.Fallbacks++ })
-	ran = alone()
-	return nil, ran
+	return nil, alone()
 }
 
 // finish ends the turn of a request or a batch: its accounts are free
@@ -420,23 +409,20 @@ func (c *coalescer) send(batch []*operation) {
 	delivered = true
 	if err != nil {
 		// The batch failed whole: its callers run their requests alone,
-		// one after another in the order they queued, within the batch's
-		// turn. So the workspace keeps to MaxInFlight statements, each
-		// account's requests keep their order, and nothing queued later
-		// on these accounts overtakes them.
-		// Once a caller cannot connect, the rest answer with its error
-		// at once: each would wait as long for a connection, one after
-		// another, while the turn holds up the workspace.
+		// at once, and its turn lasts until they have, so nothing queued
+		// later on its accounts overtakes them. (One after another would
+		// keep each account's order among them too, but a turn would then
+		// last as long as all their calls: under faults, queue waits grew
+		// sevenfold.)
 		unknown := outcomeUnknown(err)
-		var unreachable error
-		for _, op := range batch {
-			ran := make(chan error, 1)
-			op.done <- delivery{alone: true, unknown: unknown, cause: err, ran: ran, unreachable: unreachable}
+		ran := make([]chan struct{}, len(batch))
+		for i, op := range batch {
+			ran[i] = make(chan struct{})
+			op.done <- delivery{alone: true, unknown: unknown, cause: err, ran: ran[i]}
+		}
+		for i, op := range batch {
 			select {
-			case err := <-ran:
-				if connErr, ok := errors.AsType[*pgconn.ConnectError](err); ok && unreachable == nil {
-					unreachable = connErr
-				}
+			case <-ran[i]:
 			case <-op.ctx.Done(): // the caller may have left without reading
 			}
 		}

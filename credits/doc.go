@@ -165,16 +165,15 @@
 // change, coalesced or not, whose answer was lost.
 //
 // If a batch fails whole (a lost connection, say), its callers run their
-// requests alone, with their keys, one after another in the order they
-// queued, within the batch's turn, so nothing queued later on its
-// accounts overtakes them. If the batch did commit, such an answer is a
-// replay (Replay means the key had been applied before this answer,
-// perhaps by this call's own lost attempt). The turn lasts as long as
-// those calls, each bounded by its caller's context; once one of them
-// cannot connect, the rest answer with its error at once rather than
-// each wait for a connection in turn. A panic while a batch is sent (a
-// host's Clock, say) goes to each of its callers, in their own
-// goroutines.
+// requests alone, with their keys, at once, and the batch's turn lasts
+// until they have answered, so nothing queued later on its accounts
+// overtakes them (among themselves they race, as the concurrent callers
+// they are). If the batch did commit, such an answer is a replay (Replay
+// means the key had been applied before this answer, perhaps by this
+// call's own lost attempt). A call that could not connect sent nothing:
+// its error is the connection's, not ErrOutcomeUnknown. A panic while a
+// batch is sent (a host's Clock, say) goes to each of its callers, in
+// their own goroutines.
 //
 // What coalesces: calls through a handle over a *pgxpool.Pool (a handle
 // bound to a transaction runs alone: its statements are its caller's), on

@@ -192,10 +192,8 @@ func TestSchedulerCollidingQueueKeysDoNotDeadlock(t *testing.T) {
 }
 
 // A batch that fails whole (here its connection is gone) sends its callers
-// to run alone, one after another in the order they queued, within the
-// batch's turn: each account's requests keep their order, each is applied
-// once, and a request queued meanwhile on one of its accounts does not
-// overtake them.
+// to run alone within the batch's turn: each is applied once, and a
+// request queued meanwhile on one of its accounts does not overtake them.
 func TestSchedulerFailedBatchFallsBackWithinItsTurn(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -255,9 +253,10 @@ func TestSchedulerFailedBatchFallsBackWithinItsTurn(t *testing.T) {
 	require.Equal(t, int64(3), stats.Fallbacks, "%+v", stats)
 	require.Equal(t, int64(2), stats.Batches, "the failed batch, then the late request's: %+v", stats)
 	require.Equal(t, int64(1), stats.SpanningBatches, "%+v", stats)
-	// Account a's journal: grant, leader, a1, a2, then the late request.
-	require.Equal(t, got[0].Entry.Seq+1, got[2].Entry.Seq, "a1 then a2")
-	require.Equal(t, got[2].Entry.Seq+1, lateAns.res.Entry.Seq, "the late request after the fallbacks")
+	// Account a's journal: grant, leader, a1 and a2 (racing each other
+	// as the fallbacks they are), then the late request.
+	require.ElementsMatch(t, []int64{3, 4}, []int64{got[0].Entry.Seq, got[2].Entry.Seq})
+	require.Equal(t, int64(5), lateAns.res.Entry.Seq, "the late request after the fallbacks")
 	require.Equal(t, int64(2), got[1].Entry.Seq, "b1 after b's grant")
 	var applied int
 	require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM credit_entries WHERE kind = 'spend'`).Scan(&applied))
@@ -265,13 +264,11 @@ func TestSchedulerFailedBatchFallsBackWithinItsTurn(t *testing.T) {
 	w.reconcile(t, 0)
 }
 
-// When the database becomes unreachable as a batch is sent, its first
-// caller falls back and cannot connect either; the others answer with
-// that error at once, rather than each waiting for a connection of its
-// own, one after another, while the turn holds up the workspace. A call
-// that could not connect sent nothing: its error is not
-// ErrOutcomeUnknown.
-func TestSchedulerFailedBatchUnreachableDatabaseAnswersAtOnce(t *testing.T) {
+// When the database becomes unreachable as a batch is sent, the batch and
+// then each of its callers, falling back, fail to connect. A call that
+// could not connect sent nothing: its error is the connection's, not
+// ErrOutcomeUnknown, and nothing was applied.
+func TestSchedulerFailedBatchOnAnUnreachableDatabase(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	w := newWorld(t, 1)
@@ -324,11 +321,10 @@ func TestSchedulerFailedBatchUnreachableDatabaseAnswersAtOnce(t *testing.T) {
 	}
 	require.Error(t, answer(t, late).err)
 	stats := l.CoalescingStats()
-	// Of the failed batch's callers only the first tried again; the late
-	// request's batch of one failed too, and it tried again.
-	require.Equal(t, int64(2), stats.Fallbacks, "%+v", stats)
-	// So four attempts to connect, not one for each caller.
-	require.Equal(t, int64(4), dials.Load(), "%+v", stats)
+	// Each of the failed batch's callers tried again, and so did the late
+	// request, whose batch of one failed too.
+	require.Equal(t, int64(len(queued)+1), stats.Fallbacks, "%+v", stats)
+	require.GreaterOrEqual(t, dials.Load(), stats.Fallbacks+2, "%+v", stats)
 
 	down.Store(false)
 	var spent int
