@@ -302,7 +302,21 @@ func (c *coalescer) delivered(ctx context.Context, op *operation, d delivery, al
 	// The batch failed whole; the request runs alone, with its key: if
 	// the batch did commit, that is a replay of what it did.
 	c.count(func(s *CoalescingStats) { s.Fallbacks++ })
-	return nil, alone()
+	err := alone()
+	if err != nil && d.unknown && !errors.Is(err, ErrOutcomeUnknown) && notSent(err) {
+		// The call alone never reached the server, so it cannot tell
+		// what the batch, which may have committed, did.
+		return nil, &OutcomeUnknownError{Operation: op.kind, Key: op.key, Err: errors.Join(d.cause, err)}
+	}
+	return nil, err
+}
+
+// notSent reports whether a failed call never reached the server.
+func notSent(err error) bool {
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true
+	}
+	return pgconn.SafeToRetry(err)
 }
 
 // finish ends the turn of a request or a batch: its accounts are free

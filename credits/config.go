@@ -32,7 +32,8 @@ type Config struct {
 	// 0 means DefaultMaxInFlight (2): about as many as the database server
 	// has cores to run them is best, since each statement and each commit
 	// costs the server however little they carry. Of these, an account
-	// never has more than one.
+	// never has more than one, except while the callers of a batch that
+	// failed whole run their requests alone (at once, within its turn).
 	MaxInFlight int
 }
 

@@ -166,12 +166,14 @@
 //
 // If a batch fails whole (a lost connection, say), its callers run their
 // requests alone, with their keys, at once, and the batch's turn lasts
-// until they have answered, so nothing queued later on its accounts
-// overtakes them (among themselves they race, as the concurrent callers
-// they are). If the batch did commit, such an answer is a replay (Replay
-// means the key had been applied before this answer, perhaps by this
-// call's own lost attempt). A call that could not connect sent nothing:
-// its error is the connection's, not ErrOutcomeUnknown. A panic while a
+// until they have answered or given up, so nothing queued later on its
+// accounts overtakes them (among themselves they race, as the concurrent
+// callers they are). If the batch did commit, such an answer is a replay
+// (Replay means the key had been applied before this answer, perhaps by
+// this call's own lost attempt). A call that could not connect sent
+// nothing: its error is the connection's, not ErrOutcomeUnknown; but a
+// fallback that cannot connect after a batch whose outcome is unknown
+// (it may have committed) is ErrOutcomeUnknown. A panic while a
 // batch is sent (a host's Clock, say) goes to each of its callers, in
 // their own goroutines.
 //
@@ -198,7 +200,7 @@
 //
 // Knobs: Config.NoCoalescing turns it off; Config.MaxBatch bounds a batch
 // (DefaultMaxBatch, 32; at most 32 accounts); Config.MaxInFlight bounds a
-// workspace's statements in flight (about the database server's cores is
+// workspace's statements in flight, but for the fallbacks of a failed batch (about the database server's cores is
 // best). Ledger.CoalescingStats reports how many requests
 // ran alone and in batches, the batch sizes, the batches over several
 // accounts, fallbacks and queue waits.

@@ -49,7 +49,9 @@ var (
 // retry either applies it or returns what the first attempt did (Replay
 // set). Err is the cause (errors.Is(err, context.Canceled) holds when the
 // context ended). A call that could not connect sent nothing: its error
-// is the connection's (a *pgconn.ConnectError), not this one.
+// is the connection's (a *pgconn.ConnectError), not this one, unless it
+// ran alone after a batch that carried it failed, having perhaps
+// committed.
 type OutcomeUnknownError struct {
 	Operation string // "spend", "hold", "capture", "release", ...
 	Key       string
