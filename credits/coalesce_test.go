@@ -63,6 +63,19 @@ func pauseFirstBatch(l *credits.Ledger) (sending, proceed chan struct{}) {
 	return sending, proceed
 }
 
+// holdBatchOf queues the requests behind a leader on blocked, lets the
+// leader finish, and holds their batch just before it is sent: the
+// test does what it will to the database, then closes proceed.
+func holdBatchOf(t *testing.T, w *world, l *credits.Ledger, tn *tenancy.Tenant, blocked credits.AccountID, queued []credits.SpendParams) (answers []chan spendAnswer, proceed chan struct{}) {
+	t.Helper()
+	release, leader, answers := queueBehindLeader(t, w, l, tn, blocked, queued)
+	sending, proceed := pauseFirstBatch(l)
+	release()
+	require.NoError(t, answer(t, leader).err)
+	<-sending
+	return answers, proceed
+}
+
 // waitFor polls cond until it holds, or fails the test after 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

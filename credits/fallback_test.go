@@ -93,11 +93,7 @@ func TestFallbackThatCannotConnectAfterItsBatchCommitted(t *testing.T) {
 		{Account: b, Amount: 3, Key: key("b1")},
 		{Account: a, Amount: 4, Key: key("a2")},
 	}
-	release, leader, answers := queueBehindLeader(t, w, l, tn, a, queued)
-	sending, proceed := pauseFirstBatch(l)
-	release()
-	require.NoError(t, answer(t, leader).err)
-	<-sending
+	answers, proceed := holdBatchOf(t, w, l, tn, a, queued)
 	cut.Store(true)
 	down.Store(true)
 	close(proceed)

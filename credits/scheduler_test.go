@@ -222,11 +222,7 @@ func TestSchedulerFailedBatchFallsBackWithinItsTurn(t *testing.T) {
 		{Account: b, Amount: 3, Key: key("b1")},
 		{Account: a, Amount: 4, Key: key("a2")},
 	}
-	release, leader, answers := queueBehindLeader(t, w, l, tn, a, queued)
-	sending, proceed := pauseFirstBatch(l)
-	release()
-	require.NoError(t, answer(t, leader).err)
-	<-sending
+	answers, proceed := holdBatchOf(t, w, l, tn, a, queued)
 	_, err = raw.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid)
 	require.NoError(t, err)
 	waitFor(t, "the backend to end", func() bool {
@@ -302,11 +298,7 @@ func TestSchedulerFailedBatchOnAnUnreachableDatabase(t *testing.T) {
 	for i := range 8 {
 		queued = append(queued, credits.SpendParams{Account: []credits.AccountID{a, b, c}[i%3], Amount: 1, Key: key("q")})
 	}
-	release, leader, answers := queueBehindLeader(t, w, l, tn, a, queued)
-	sending, proceed := pauseFirstBatch(l)
-	release()
-	require.NoError(t, answer(t, leader).err)
-	<-sending
+	answers, proceed := holdBatchOf(t, w, l, tn, a, queued)
 	down.Store(true)
 	pool.Reset()
 	late := spendAsync(ctx, l, tn, credits.SpendParams{Account: other, Amount: 1, Key: key("late")})
