@@ -128,14 +128,8 @@ func (s Stage) Columns() []string { return append([]string(nil), s.columns...) }
 // transaction ends, committed or not. Each row gives one value per column
 // of the stage, in order.
 func (t *Tenant) CopyIn(ctx context.Context, s Stage, rows pgx.CopyFromSource, fn func(tx *Tenant, copied int64) error) error {
-	if err := t.usable(); err != nil {
+	if err := t.checkCopyIn(s, rows != nil, fn); err != nil {
 		return err
-	}
-	if s.prepare == "" {
-		return &InvalidInputError{Field: "stage", Reason: "is zero; make it with DefineStage"}
-	}
-	if rows == nil || fn == nil {
-		return &InvalidInputError{Field: "copy in", Reason: "needs rows and a function to run"}
 	}
 	return t.copyIn(ctx, s, fn, func(tx *Tenant) (int64, error) {
 		return tx.db.CopyFrom(ctx, s.identifier(), s.columns, rows)
@@ -145,14 +139,8 @@ func (t *Tenant) CopyIn(ctx context.Context, s Stage, rows pgx.CopyFromSource, f
 // CopyInRows is CopyIn of rows encoded beforehand (see StageRows), which
 // are sent as they are.
 func (t *Tenant) CopyInRows(ctx context.Context, s Stage, rows *StageRows, fn func(tx *Tenant, copied int64) error) error {
-	if err := t.usable(); err != nil {
+	if err := t.checkCopyIn(s, rows != nil, fn); err != nil {
 		return err
-	}
-	if s.prepare == "" {
-		return &InvalidInputError{Field: "stage", Reason: "is zero; make it with DefineStage"}
-	}
-	if rows == nil || fn == nil {
-		return &InvalidInputError{Field: "copy in", Reason: "needs rows and a function to run"}
 	}
 	if err := rows.complete(s); err != nil {
 		return err
@@ -178,6 +166,20 @@ func (t *Tenant) CopyInRows(ctx context.Context, s Stage, rows *StageRows, fn fu
 
 func (s Stage) identifier() pgx.Identifier {
 	return pgx.Identifier{"pg_temp", "meterbase_stage_" + s.name}
+}
+
+// checkCopyIn refuses a copy that cannot start, before any SQL.
+func (t *Tenant) checkCopyIn(s Stage, haveRows bool, fn func(tx *Tenant, copied int64) error) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	if s.prepare == "" {
+		return &InvalidInputError{Field: "stage", Reason: "is zero; make it with DefineStage"}
+	}
+	if !haveRows || fn == nil {
+		return &InvalidInputError{Field: "copy in", Reason: "needs rows and a function to run"}
+	}
+	return nil
 }
 
 // copyIn prepares the stage in a transaction of the tenant, copies the
