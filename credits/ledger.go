@@ -352,20 +352,34 @@ func (l *Ledger) Hold(ctx context.Context, t *tenancy.Tenant, p HoldParams) (Hol
 	}
 	ttl := p.TTL.Microseconds()
 	hash := p.hash()
-	var res HoldResult
-	out, err := l.co.do(ctx, t, p.operation(hash), func() error {
-		return l.change(ctx, t, "hold", p.Key, stmtHold, tenancy.Args{
+	res, err := coalescedChange[HoldResult](ctx, l, t, p.operation(hash), stmtHold, func() tenancy.Args {
+		return tenancy.Args{
 			"account": p.Account, "amount": p.Amount, "ttl_us": ttl, "reference": p.Reference,
 			"key": p.Key, "request_hash": hash, "now": l.now(),
-		}, &res)
+		}
 	})
-	if err == nil && out != nil {
-		err = out.decode("hold", &res)
-	}
 	if err != nil {
 		return HoldResult{}, err
 	}
 	l.co.rememberHold(t, res.Hold.ID, p.Account)
+	return res, nil
+}
+
+// coalescedChange runs a hold, capture or release (op) through the
+// coalescer: its outcome in a batch, or, alone, s with args() decoded
+// as change does.
+func coalescedChange[T any](ctx context.Context, l *Ledger, t *tenancy.Tenant, op *operation, s *tenancy.Statement, args func() tenancy.Args) (T, error) {
+	var res T
+	out, err := l.co.do(ctx, t, op, func() error {
+		return l.change(ctx, t, op.kind, op.key, s, args(), &res)
+	})
+	if err == nil && out != nil {
+		err = out.decode(op.kind, &res)
+	}
+	if err != nil {
+		var zero T
+		return zero, err
+	}
 	return res, nil
 }
 
@@ -410,22 +424,14 @@ func (l *Ledger) Capture(ctx context.Context, t *tenancy.Tenant, p CaptureParams
 		return CaptureResult{}, err
 	}
 	hash := p.hash()
-	var res CaptureResult
 	op := p.operation(hash)
 	op.account = l.co.holdAccount(t, p.Hold)
-	out, err := l.co.do(ctx, t, op, func() error {
-		return l.change(ctx, t, "capture", p.Key, stmtCapture, tenancy.Args{
+	return coalescedChange[CaptureResult](ctx, l, t, op, stmtCapture, func() tenancy.Args {
+		return tenancy.Args{
 			"hold": p.Hold, "amount": p.Amount, "reference": p.Reference,
 			"key": p.Key, "request_hash": hash, "now": l.now(),
-		}, &res)
+		}
 	})
-	if err == nil && out != nil {
-		err = out.decode("capture", &res)
-	}
-	if err != nil {
-		return CaptureResult{}, err
-	}
-	return res, nil
 }
 
 // ReleaseParams describes a release.
@@ -454,21 +460,11 @@ func (l *Ledger) Release(ctx context.Context, t *tenancy.Tenant, p ReleaseParams
 		return ReleaseResult{}, err
 	}
 	hash := p.hash()
-	var res ReleaseResult
 	op := p.operation(hash)
 	op.account = l.co.holdAccount(t, p.Hold)
-	out, err := l.co.do(ctx, t, op, func() error {
-		return l.change(ctx, t, "release", p.Key, stmtRelease, tenancy.Args{
-			"hold": p.Hold, "key": p.Key, "request_hash": hash, "now": l.now(),
-		}, &res)
+	return coalescedChange[ReleaseResult](ctx, l, t, op, stmtRelease, func() tenancy.Args {
+		return tenancy.Args{"hold": p.Hold, "key": p.Key, "request_hash": hash, "now": l.now()}
 	})
-	if err == nil && out != nil {
-		err = out.decode("release", &res)
-	}
-	if err != nil {
-		return ReleaseResult{}, err
-	}
-	return res, nil
 }
 
 // RefundParams describes a refund.
