@@ -103,10 +103,7 @@ func TestBatchesOfTwoProcessesDoNotDeadlock(t *testing.T) {
 	var procs []process
 	for range 2 {
 		pool := w.db.Connect(t, func(c *pgxpool.Config) { c.MaxConns = perProcess })
-		scope, err := tenancy.NewScope(w.ws[0])
-		require.NoError(t, err)
-		tn, err := tenancy.NewTenant(pool, scope)
-		require.NoError(t, err)
+		tn := w.tenantOver(t, pool, 0)
 		procs = append(procs, process{credits.New(nil), tn})
 	}
 	var wg sync.WaitGroup

@@ -36,15 +36,23 @@ func blockAccount(t *testing.T, w *world, account credits.AccountID) (release fu
 	return release
 }
 
-// queueBehindLeader makes a turn of tn's workspace busy with a leader's
-// spend on blocked, held by a host's lock, and queues the requests behind
-// it, in order. The leader goes on at release.
+// startLeader makes a turn of tn's workspace busy with a leader's spend
+// on blocked, held by a host's lock; l has run nothing before. The leader
+// goes on at release.
+func startLeader(t *testing.T, w *world, l *credits.Ledger, tn *tenancy.Tenant, blocked credits.AccountID) (release func(), leader chan spendAnswer) {
+	t.Helper()
+	release = blockAccount(t, w, blocked)
+	leader = spendAsync(context.Background(), l, tn, credits.SpendParams{Account: blocked, Amount: 1, Key: key("leader")})
+	waitFor(t, "the leader to run", func() bool { return l.CoalescingStats().Alone == 1 })
+	return release, leader
+}
+
+// queueBehindLeader starts a leader on blocked (startLeader) and queues
+// the requests behind it, in order.
 func queueBehindLeader(t *testing.T, w *world, l *credits.Ledger, tn *tenancy.Tenant, blocked credits.AccountID, queued []credits.SpendParams) (release func(), leader chan spendAnswer, answers []chan spendAnswer) {
 	t.Helper()
 	ctx := context.Background()
-	release = blockAccount(t, w, blocked)
-	leader = spendAsync(ctx, l, tn, credits.SpendParams{Account: blocked, Amount: 1, Key: key("leader")})
-	waitFor(t, "the leader to run", func() bool { return l.CoalescingStats().Alone == 1 })
+	release, leader = startLeader(t, w, l, tn, blocked)
 	for i, p := range queued {
 		answers = append(answers, spendAsync(ctx, l, tn, p))
 		waitFor(t, "the request to queue", func() bool { return credits.Pending(l) == i+1 })
@@ -126,9 +134,7 @@ func TestCancelledCallersOfABatch(t *testing.T) {
 	account := w.account(t, 0, tenancy.UserID{}, 0)
 	w.grant(t, 0, account, 1000)
 
-	release := blockAccount(t, w, account)
-	leader := spendAsync(ctx, l, tn, credits.SpendParams{Account: account, Amount: 1, Key: key("leader")})
-	waitFor(t, "the leader to run", func() bool { return l.CoalescingStats().Alone == 1 })
+	release, leader := startLeader(t, w, l, tn, account)
 
 	queuedCtx, cancelQueued := context.WithCancel(ctx)
 	sentCtx, cancelSent := context.WithCancel(ctx)
@@ -199,9 +205,7 @@ func TestBatchWhoseCallersAllGaveUp(t *testing.T) {
 	account := w.account(t, 0, tenancy.UserID{}, 0)
 	w.grant(t, 0, account, 100)
 
-	release := blockAccount(t, w, account)
-	leader := spendAsync(ctx, l, tn, credits.SpendParams{Account: account, Amount: 1, Key: key("leader")})
-	waitFor(t, "the leader to run", func() bool { return l.CoalescingStats().Alone == 1 })
+	release, leader := startLeader(t, w, l, tn, account)
 	callerCtx, cancel := context.WithCancel(ctx)
 	p := credits.SpendParams{Account: account, Amount: 5, Key: key("gave-up")}
 	ch := spendAsync(callerCtx, l, tn, p)
@@ -297,9 +301,7 @@ func TestPoolRunsDryMidBatch(t *testing.T) {
 	account := w.account(t, 0, tenancy.UserID{}, 0)
 	w.grant(t, 0, account, 100)
 
-	release := blockAccount(t, w, account)
-	leader := spendAsync(ctx, l, tn, credits.SpendParams{Account: account, Amount: 1, Key: key("leader")})
-	waitFor(t, "the leader to run", func() bool { return l.CoalescingStats().Alone == 1 })
+	release, leader := startLeader(t, w, l, tn, account)
 	var chans []chan spendAnswer
 	for i := range 40 {
 		chans = append(chans, spendAsync(ctx, l, tn, credits.SpendParams{Account: account, Amount: int64(1 + i%7), Key: key("dry")}))
@@ -377,19 +379,14 @@ func TestABatchOnAnotherTenantsAccountFindsNothing(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t, 2)
 	app := w.db.AppPool(t)
-	scope, err := tenancy.NewScope(w.ws[0])
-	require.NoError(t, err)
-	a, err := tenancy.NewTenant(app, scope)
-	require.NoError(t, err)
+	a := w.tenantOver(t, app, 0)
 	theirs := w.account(t, 1, tenancy.UserID{}, 100)
 	w.grant(t, 1, theirs, 50)
 	l := credits.New(nil)
 	before, err := l.Reconcile(ctx, w.tenants[1], credits.ReconcileParams{})
 	require.NoError(t, err)
 
-	release := blockAccount(t, w, theirs)
-	leader := spendAsync(ctx, l, a, credits.SpendParams{Account: theirs, Amount: 1, Key: key("leader")})
-	waitFor(t, "the leader to run", func() bool { return l.CoalescingStats().Alone == 1 })
+	release, leader := startLeader(t, w, l, a, theirs)
 	var chans []chan spendAnswer
 	for range 5 {
 		chans = append(chans, spendAsync(ctx, l, a, credits.SpendParams{Account: theirs, Amount: 10, Key: key("theirs")}))

@@ -118,9 +118,7 @@ func runLoad(t *testing.T, cfg loadConfig) {
 	ctx := context.Background()
 	w := newWorld(t, 1)
 	app := w.db.AppPool(t, func(c *pgxpool.Config) { c.MaxConns = 16 })
-	scope, _ := tenancy.NewScope(w.ws[0])
-	tn, err := tenancy.NewTenant(app, scope)
-	require.NoError(t, err)
+	tn := w.tenantOver(t, app, 0)
 	// The database's clock: holds and lots expire for real.
 	ledger := credits.New(&credits.Config{NoCoalescing: cfg.noCoalescing})
 	limits := map[credits.AccountID]int64{}

@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meterbase/meterbase/credits"
-	"github.com/meterbase/meterbase/tenancy"
 )
 
 // cutConn, once cut, lets the server answer and commit, then loses the
@@ -80,10 +79,7 @@ func TestFallbackThatCannotConnectAfterItsBatchCommitted(t *testing.T) {
 			return cutConn{Conn: c, cut: &cut, committed: func() bool { return spends() == 1+queuedN }, executing: new(atomic.Bool), lost: new(atomic.Bool)}, nil
 		}
 	})
-	scope, err := tenancy.NewScope(w.ws[0])
-	require.NoError(t, err)
-	tn, err := tenancy.NewTenant(pool, scope)
-	require.NoError(t, err)
+	tn := w.tenantOver(t, pool, 0)
 	l := credits.New(&credits.Config{MaxInFlight: 1})
 	accounts := workspaceAccounts(t, w, 100)
 	a, b := accounts[0], accounts[1]

@@ -40,9 +40,7 @@ func TestBadInputIsRefusedBeforeSQL(t *testing.T) {
 	pool := w.account(t, 0, tenancy.UserID{}, 0)
 	rec := &recorder{}
 	traced := w.db.Connect(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = rec })
-	scope, _ := tenancy.NewScope(w.ws[0])
-	tn, err := tenancy.NewTenant(traced, scope)
-	require.NoError(t, err)
+	tn := w.tenantOver(t, traced, 0)
 	l := w.ledger
 	before := ledgerState(t, w)
 

@@ -88,6 +88,17 @@ func newWorld(t testing.TB, workspaces int) *world {
 	return w
 }
 
+// tenantOver is a handle on workspace i over db (another pool, a
+// transaction).
+func (w *world) tenantOver(t testing.TB, db tenancy.DBTX, i int) *tenancy.Tenant {
+	t.Helper()
+	scope, err := tenancy.NewScope(w.ws[i])
+	require.NoError(t, err)
+	tn, err := tenancy.NewTenant(db, scope)
+	require.NoError(t, err)
+	return tn
+}
+
 // account opens an account in workspace i (the pool when user is zero).
 func (w *world) account(t testing.TB, i int, user tenancy.UserID, limit int64) credits.AccountID {
 	t.Helper()

@@ -63,9 +63,7 @@ func TestSchedulerMultiAccountBatchAnswersEachCaller(t *testing.T) {
 	accounts := workspaceAccounts(t, w, 1000)
 	blocker := accounts[len(accounts)-1]
 	accounts = accounts[:len(accounts)-1]
-	release := blockAccount(t, w, blocker)
-	leader := spendAsync(ctx, l, tn, credits.SpendParams{Account: blocker, Amount: 1, Key: key("leader")})
-	waitFor(t, "the leader", func() bool { return l.CoalescingStats().Alone == 1 })
+	release, leader := startLeader(t, w, l, tn, blocker)
 
 	type res struct {
 		account credits.AccountID
@@ -205,10 +203,7 @@ func TestSchedulerFailedBatchFallsBackWithinItsTurn(t *testing.T) {
 		cfg.MaxConns = 1
 		cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
 	})
-	scope, err := tenancy.NewScope(w.ws[0])
-	require.NoError(t, err)
-	tn, err := tenancy.NewTenant(pool, scope)
-	require.NoError(t, err)
+	tn := w.tenantOver(t, pool, 0)
 	l := credits.New(&credits.Config{MaxInFlight: 1})
 	accounts := workspaceAccounts(t, w, 100)
 	a, b := accounts[0], accounts[1]
@@ -286,10 +281,7 @@ func TestSchedulerFailedBatchOnAnUnreachableDatabase(t *testing.T) {
 			return nil, errors.New("the database is unreachable")
 		}
 	})
-	scope, err := tenancy.NewScope(w.ws[0])
-	require.NoError(t, err)
-	tn, err := tenancy.NewTenant(pool, scope)
-	require.NoError(t, err)
+	tn := w.tenantOver(t, pool, 0)
 	l := credits.New(&credits.Config{MaxInFlight: 1})
 	accounts := workspaceAccounts(t, w, 1000)
 	a, b, c, other := accounts[0], accounts[1], accounts[2], accounts[3]
