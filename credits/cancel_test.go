@@ -1,0 +1,70 @@
+package credits_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/meterbase/meterbase/credits"
+	"github.com/meterbase/meterbase/tenancy"
+)
+
+// A context that ends while a spend waits in Postgres (here on its
+// account's lock, held by a host) leaves nothing written, through a pool
+// and in a host's transaction alike: no entry, no key, the balance as it
+// was; a retry with the key is applied, once.
+func TestContextEndingMidCallLeavesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t, 1)
+	raw := w.db.RawPool(t)
+	account := w.account(t, 0, tenancy.UserID{}, 0)
+	w.grant(t, 0, account, 100)
+	keyRows := func(k string) (n int) {
+		require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM credit_idempotency WHERE key = $1`, k).Scan(&n))
+		return n
+	}
+	cases := map[string]func(ctx context.Context, p credits.SpendParams) error{
+		"pool": func(ctx context.Context, p credits.SpendParams) error {
+			_, err := w.ledger.Spend(ctx, w.tenants[0], p)
+			return err
+		},
+		"host transaction": func(ctx context.Context, p credits.SpendParams) error {
+			tx, err := w.pool.Begin(context.Background())
+			require.NoError(t, err)
+			defer tx.Rollback(context.Background()) //nolint:errcheck
+			_, err = w.ledger.Spend(ctx, w.tenantOver(t, tx, 0), p)
+			if err != nil {
+				return err
+			}
+			return tx.Commit(ctx)
+		},
+	}
+	balance := func() int64 {
+		bal, err := w.ledger.Balance(ctx, w.tenants[0], credits.BalanceParams{Account: account})
+		require.NoError(t, err)
+		return bal.Total
+	}
+	for name, spend := range cases {
+		p := credits.SpendParams{Account: account, Amount: 7, Key: key("mid-call")}
+		before := balance()
+		release := blockAccount(t, w, account)
+		callCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		err := spend(callCtx, p)
+		cancel()
+		release()
+		require.ErrorIs(t, err, context.DeadlineExceeded, name)
+		require.ErrorIs(t, err, credits.ErrOutcomeUnknown, "%s: it was sent", name)
+		require.Zero(t, keyRows(p.Key), "%s: the key was recorded", name)
+		require.Equal(t, before, balance(), "%s: the balance changed", name)
+
+		res, err := w.ledger.Spend(ctx, w.tenants[0], p)
+		require.NoError(t, err, name)
+		require.False(t, res.Replay, "%s: the cut-off call applied nothing", name)
+		require.Equal(t, before-7, balance(), name)
+		require.Equal(t, 1, keyRows(p.Key), name)
+	}
+	w.reconcile(t, 0)
+}
