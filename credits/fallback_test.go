@@ -37,7 +37,7 @@ func (c cutConn) Read(b []byte) (int, error) {
 	}
 	if c.executing.Load() {
 		c.lost.Store(true)
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(60 * time.Second) // the test checks it committed
 		for !c.committed() && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}

@@ -42,8 +42,8 @@ func TestSchedulerFreeAccountDoesNotWaitBehindBusyOne(t *testing.T) {
 	select {
 	case got := <-bAns:
 		require.NoError(t, got.err)
-	case <-time.After(3 * time.Second):
-		t.Errorf("a spend on free account b, with a free turn, did not run in 3 s: stalled behind account a (pending=%d, stats=%+v)",
+	case <-time.After(30 * time.Second): // a is held until release: a stall never ends
+		t.Errorf("a spend on free account b, with a free turn, did not run in 30 s: stalled behind account a (pending=%d, stats=%+v)",
 			credits.Pending(l), l.CoalescingStats())
 	}
 	release()
@@ -171,13 +171,21 @@ func TestSchedulerCollidingQueueKeysDoNotDeadlock(t *testing.T) {
 		_, err := credits.RunBatches(ctx, l, tn, credits.SpendParams{Account: A, Amount: 1, Key: key("x")}, credits.SpendParams{Account: B, Amount: 1, Key: key("x")})
 		errs <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	waitingOnLocks := func(n int) func() bool {
+		return func() bool {
+			var waiting int
+			require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting))
+			return waiting == n
+		}
+	}
+	waitFor(t, "X to wait on A's row", waitingOnLocks(1))
 	// Y = {C, D} takes K2, then waits on K1.
 	go func() {
 		_, err := credits.RunBatches(ctx, l, tn, credits.SpendParams{Account: C, Amount: 1, Key: key("y")}, credits.SpendParams{Account: D, Amount: 1, Key: key("y")})
 		errs <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, "Y to wait on K1", waitingOnLocks(2))
 	require.NoError(t, tx.Rollback(ctx)) // X goes on to K2, held by Y
 	for range 2 {
 		select {

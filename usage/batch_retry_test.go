@@ -30,16 +30,17 @@ func TestRecordBatchRetriesOnATakenKey(t *testing.T) {
 		return usage.RecordParams{User: w.owners[0], OperationType: usage.ChatCompletion, Quantity: q, Unit: "output_tokens",
 			IdempotencyKey: key, OccurredAt: base.Add(time.Duration(q) * time.Minute)}
 	}
+	raw := w.db.RawPool(t)
 	waitBlocked := func() {
 		t.Helper()
-		raw := w.db.RawPool(t)
-		for range 200 {
+		// Generous: the batch connects, stages and copies before it
+		// waits, on a machine that may be busy.
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 			var n int
 			require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n))
 			if n > 0 {
 				return
 			}
-			time.Sleep(10 * time.Millisecond)
 		}
 		t.Fatal("the batch never waited")
 	}

@@ -108,9 +108,9 @@ func TestRecorderFullBuffer(t *testing.T) {
 	// Full: TryRecord fails at once, Record waits for room until its
 	// context ends, and neither holds the event.
 	require.ErrorIs(t, r.TryRecord(ctx, w.ws[0], recorderEvent(w, 20)), usage.ErrRecorderFull)
+	start := time.Now()
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
-	start := time.Now()
 	err = r.Record(short, w.ws[0], recorderEvent(w, 21))
 	require.ErrorIs(t, err, usage.ErrRecorderFull)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
