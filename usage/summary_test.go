@@ -65,15 +65,18 @@ type testingT interface {
 	Helper()
 }
 
-func requireSameSummary(t testingT, want, got usage.Summary, msg ...any) {
+// requireSameSummary compares two summaries row by row; about names
+// the summary in a failure's message.
+func requireSameSummary(t testingT, want, got usage.Summary, about ...any) {
 	t.Helper()
-	require.Equal(t, len(want.Rows), len(got.Rows), msg...)
+	what := fmt.Sprintln(about...)
+	require.Equal(t, len(want.Rows), len(got.Rows), what)
 	for i := range want.Rows {
-		require.True(t, want.Rows[i].Window.Equal(got.Rows[i].Window), "row %d window %s, want %s; %v", i, got.Rows[i].Window, want.Rows[i].Window, msg)
-		require.Equal(t, want.Rows[i].Value, got.Rows[i].Value, msg...)
-		require.Equal(t, want.Rows[i].Totals, got.Rows[i].Totals, msg...)
+		require.True(t, want.Rows[i].Window.Equal(got.Rows[i].Window), "row %d window %s, want %s; %s", i, got.Rows[i].Window, want.Rows[i].Window, what)
+		require.Equal(t, want.Rows[i].Value, got.Rows[i].Value, "row %d; %s", i, what)
+		require.Equal(t, want.Rows[i].Totals, got.Rows[i].Totals, "row %d; %s", i, what)
 	}
-	require.Equal(t, want.Total, got.Total, msg...)
+	require.Equal(t, want.Total, got.Total, what)
 }
 
 func TestSummaries(t *testing.T) {
@@ -134,6 +137,50 @@ func TestSummaries(t *testing.T) {
 	require.Equal(t, got.Rows[0].Totals, totals[w.shared])
 	require.Zero(t, totals[w.owners[1]])
 	require.Equal(t, got.Total.Events+totals[w.owners[0]].Events, int64(2999))
+}
+
+// Where a zone's clocks move by half an hour, or at a half-hour UTC
+// instant, date_trunc can name a window by an instant of the window
+// before it (in Lord Howe on 2024-10-06 the hour that starts at 02:30
+// local is "02:00", 15:00 UTC, inside the 01:00 hour); a summary still
+// equals the raw GROUP BY, hour by hour.
+func TestSummaryAcrossHalfHourShifts(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	s := newService(t, nil)
+	a := w.tenant(t, w.db.Pool, 0)
+	raw := w.db.RawPool(t)
+	shifts := map[string][]time.Time{
+		"Australia/Lord_Howe": {time.Date(2024, 10, 5, 15, 30, 0, 0, time.UTC), time.Date(2025, 4, 5, 15, 0, 0, 0, time.UTC)},
+		"America/St_Johns":    {time.Date(2024, 3, 10, 5, 30, 0, 0, time.UTC), time.Date(2024, 11, 3, 4, 30, 0, 0, time.UTC)},
+	}
+	var batch []usage.RecordParams
+	for _, at := range shifts {
+		for _, shift := range at {
+			for m := -240; m < 240; m += 5 {
+				batch = append(batch, usage.RecordParams{
+					User: w.owners[0], OperationType: usage.ChatCompletion, Quantity: int64(m + 1000), Credits: 1,
+					OccurredAt: shift.Add(time.Duration(m)*time.Minute + 7*time.Second), IdempotencyKey: fmt.Sprint(shift, m),
+				})
+			}
+		}
+	}
+	_, err := s.RecordBatch(ctx, a, batch)
+	require.NoError(t, err)
+	for zone, at := range shifts {
+		for _, shift := range at {
+			day := shift.Truncate(24 * time.Hour)
+			for _, win := range []usage.Window{usage.Hourly, usage.Daily, usage.Weekly} {
+				for _, rng := range [][2]time.Time{{day.Add(-24 * time.Hour), day.Add(48 * time.Hour)}, {shift.Add(-3 * time.Hour), shift.Add(3 * time.Hour)}} {
+					p := usage.SummaryParams{From: rng[0], To: rng[1], Window: win, TimeZone: zone}
+					got, err := s.Summarize(ctx, a, p)
+					require.NoError(t, err)
+					require.NotEmpty(t, got.Rows)
+					requireSameSummary(t, rawSummary(t, raw, "usage_events", w.ws[0], p), got, zone, win, rng)
+				}
+			}
+		}
+	}
 }
 
 func TestSummaryRefusals(t *testing.T) {

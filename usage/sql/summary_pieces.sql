@@ -12,15 +12,29 @@
 --     from the events themselves (none when the boundaries fall on quarter
 --     hours, as every zone's do today).
 --
--- A bucket counts as one window's when the window of its last microsecond
--- (date_trunc, the test the events' GROUP BY applies to each of them)
--- started no later than the bucket: windows follow each other, so the
--- bucket's every instant is in it. One date_trunc per bucket, which a
--- time zone makes the dearest part of the statement. Only the buckets that a coarser one could not
--- serve are looked at, so a year of days in UTC tests 366 day buckets, and
--- in New York (whose days start at 04:00 or 05:00 UTC) the hours of each
--- day. Runs of consecutive buckets of one grain come back as one range
--- (grain 0: events).
+-- A bucket counts as one window's when the zone's clocks do not move
+-- inside it (its local times, first and last microsecond, are as far
+-- apart as the instants: "steady") and its last local time truncates to
+-- no later than its first, so both truncate alike: local time then runs
+-- straight through the bucket, so every
+-- instant in it truncates alike, and date_trunc(@window, t, @time_zone),
+-- the local truncation turned back into an instant, names them all as it
+-- names the bucket's start, the instant summary.sql groups the bucket by.
+-- (Comparing instants instead, "the window of the last microsecond
+-- started no later than the bucket", is not enough: where clocks move by
+-- half an hour the truncation can be a local time that does not exist,
+-- which date_trunc turns into an instant of the window before. In Lord
+-- Howe on 2024-10-06 the hour from 02:30 local is named 02:00, 15:00 UTC,
+-- inside the hour named 01:00.) A bucket's local times are found by
+-- conversion for a day, and for an hour or a quarter hour only when its
+-- day or hour is not steady; in a steady one they are its own plus an
+-- offset. The endpoints are enough because no zone's clocks move twice
+-- within two days (none in the tz database from 1900 to 2037). Only the
+-- buckets that a coarser one could not serve are looked at, so a year of
+-- days in UTC tests 366 day buckets, and in New York (whose days start at
+-- 04:00 or 05:00 UTC) the hours of each day. Bounds written as
+-- '59:59.999999' are a bucket's last microsecond. Runs of consecutive
+-- buckets of one grain come back as one range (grain 0: events).
 --
 -- It reads no table: its answer is the second half's arguments, so that
 -- the second is planned knowing them (a plan estimated blind over ranges
@@ -34,31 +48,51 @@ WITH p AS (
     SELECT @from::timestamptz AS lo, @to::timestamptz AS hi, nullif(@window::text, '') AS unit, @time_zone::text AS tz
 ),
 days AS (
-    SELECT d.b,
+    SELECT d.b, d.first, d.steady,
            d.b >= p.lo AND d.b + interval '24 hours' <= p.hi
-           AND (p.unit IS NULL OR date_trunc(p.unit, d.b + interval '24 hours' - interval '1 microsecond', p.tz) <= d.b) AS whole
+           AND (p.unit IS NULL OR (d.steady AND date_trunc(p.unit, d.last) <= d.first)) AS whole
       FROM p
      CROSS JOIN LATERAL (
-           SELECT to_timestamp(s) AS b
-             FROM generate_series(floor(extract(epoch FROM p.lo) / 86400)::bigint * 86400,
-                                  ceil(extract(epoch FROM p.hi) / 86400)::bigint * 86400 - 86400, 86400) s) d
+           SELECT g.b, l.first, l.last, l.last - l.first = interval '23:59:59.999999' AS steady
+             FROM (SELECT to_timestamp(s) AS b
+                     FROM generate_series(floor(extract(epoch FROM p.lo) / 86400)::bigint * 86400,
+                                          ceil(extract(epoch FROM p.hi) / 86400)::bigint * 86400 - 86400, 86400) s) g
+            CROSS JOIN LATERAL (
+                  SELECT g.b AT TIME ZONE p.tz AS first,
+                         (g.b + interval '23:59:59.999999') AT TIME ZONE p.tz AS last) l) d
 ),
 hours AS (
-    SELECT h.b,
+    SELECT h.b, h.first, h.steady,
            h.b >= p.lo AND h.b + interval '1 hour' <= p.hi
-           AND (p.unit IS NULL OR date_trunc(p.unit, h.b + interval '1 hour' - interval '1 microsecond', p.tz) <= h.b) AS whole
+           AND (p.unit IS NULL OR (h.steady AND date_trunc(p.unit, h.last) <= h.first)) AS whole
       FROM p
      CROSS JOIN days d
-     CROSS JOIN LATERAL (SELECT d.b + make_interval(hours => n) AS b FROM generate_series(0, 23) n) h
+     CROSS JOIN LATERAL (
+           SELECT l.b, l.first, l.last, d.steady OR l.last - l.first = interval '59:59.999999' AS steady
+             FROM generate_series(0, 23) n
+            CROSS JOIN LATERAL (
+                  SELECT d.b + n * interval '1 hour' AS b,
+                         CASE WHEN d.steady THEN d.first + n * interval '1 hour'
+                              ELSE (d.b + n * interval '1 hour') AT TIME ZONE p.tz END AS first,
+                         CASE WHEN d.steady THEN d.first + (n * interval '1 hour' + interval '59:59.999999')
+                              ELSE (d.b + (n * interval '1 hour' + interval '59:59.999999')) AT TIME ZONE p.tz END AS last) l) h
      WHERE NOT d.whole AND h.b < p.hi AND h.b + interval '1 hour' > p.lo
 ),
 quarters AS (
     SELECT q.b,
            q.b >= p.lo AND q.b + interval '15 minutes' <= p.hi
-           AND (p.unit IS NULL OR date_trunc(p.unit, q.b + interval '15 minutes' - interval '1 microsecond', p.tz) <= q.b) AS whole
+           AND (p.unit IS NULL OR (q.steady AND date_trunc(p.unit, q.last) <= q.first)) AS whole
       FROM p
      CROSS JOIN hours h
-     CROSS JOIN LATERAL (SELECT h.b + make_interval(mins => 15 * n) AS b FROM generate_series(0, 3) n) q
+     CROSS JOIN LATERAL (
+           SELECT l.b, l.first, l.last, h.steady OR l.last - l.first = interval '14:59.999999' AS steady
+             FROM generate_series(0, 3) n
+            CROSS JOIN LATERAL (
+                  SELECT h.b + n * interval '15 minutes' AS b,
+                         CASE WHEN h.steady THEN h.first + n * interval '15 minutes'
+                              ELSE (h.b + n * interval '15 minutes') AT TIME ZONE p.tz END AS first,
+                         CASE WHEN h.steady THEN h.first + (n * interval '15 minutes' + interval '14:59.999999')
+                              ELSE (h.b + (n * interval '15 minutes' + interval '14:59.999999')) AT TIME ZONE p.tz END AS last) l) q
      WHERE NOT h.whole AND q.b < p.hi AND q.b + interval '15 minutes' > p.lo
 ),
 pieces AS (
