@@ -85,7 +85,10 @@
 //     with tenancy.ErrRetryable.
 //   - A day of a zone whose midnight is not a UTC hour's start (India,
 //     Nepal...) is summed from quarter-hour rollups; one whose midnight is
-//     (New York...) from hour rollups; UTC's from day rollups.
+//     (New York...) from hour rollups; UTC's from day rollups. A UTC day
+//     or hour in which the zone's clocks move is summed from finer ones:
+//     quarter hours where they move at a half hour (Lord Howe), events
+//     where they move off a quarter hour (some zones' past).
 //   - A summary whose range starts or ends inside a quarter hour reads the
 //     events of those minutes, and so, before the retention horizon, sees
 //     only the events still stored; summarise retained periods on quarter
