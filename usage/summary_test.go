@@ -142,8 +142,10 @@ func TestSummaries(t *testing.T) {
 // Where a zone's clocks move by half an hour, or at a half-hour UTC
 // instant, date_trunc can name a window by an instant of the window
 // before it (in Lord Howe on 2024-10-06 the hour that starts at 02:30
-// local is "02:00", 15:00 UTC, inside the 01:00 hour); a summary still
-// equals the raw GROUP BY, hour by hour.
+// local is "02:00", 15:00 UTC, inside the 01:00 hour); where they fall
+// back across midnight (Goose Bay, 2009-11-01 00:01 to 23:01 of October
+// 31) a UTC hour holds two days. A summary still equals the raw GROUP
+// BY, window by window.
 func TestSummaryAcrossHalfHourShifts(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -153,6 +155,7 @@ func TestSummaryAcrossHalfHourShifts(t *testing.T) {
 	shifts := map[string][]time.Time{
 		"Australia/Lord_Howe": {time.Date(2024, 10, 5, 15, 30, 0, 0, time.UTC), time.Date(2025, 4, 5, 15, 0, 0, 0, time.UTC)},
 		"America/St_Johns":    {time.Date(2024, 3, 10, 5, 30, 0, 0, time.UTC), time.Date(2024, 11, 3, 4, 30, 0, 0, time.UTC)},
+		"America/Goose_Bay":   {time.Date(2009, 11, 1, 3, 1, 0, 0, time.UTC)},
 	}
 	var batch []usage.RecordParams
 	for _, at := range shifts {
@@ -170,7 +173,7 @@ func TestSummaryAcrossHalfHourShifts(t *testing.T) {
 	for zone, at := range shifts {
 		for _, shift := range at {
 			day := shift.Truncate(24 * time.Hour)
-			for _, win := range []usage.Window{usage.Hourly, usage.Daily, usage.Weekly} {
+			for _, win := range []usage.Window{usage.Hourly, usage.Daily, usage.Weekly, usage.Monthly} {
 				for _, rng := range [][2]time.Time{{day.Add(-24 * time.Hour), day.Add(48 * time.Hour)}, {shift.Add(-3 * time.Hour), shift.Add(3 * time.Hour)}} {
 					p := usage.SummaryParams{From: rng[0], To: rng[1], Window: win, TimeZone: zone}
 					got, err := s.Summarize(ctx, a, p)

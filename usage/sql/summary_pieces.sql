@@ -8,9 +8,10 @@
 --     is read from its day rollup rows;
 --   - the hours of the other days, likewise, from hour rows;
 --   - the quarter hours of the other hours from 15-minute rows;
---   - and what is left, quarter hours that a window or the range cuts,
---     from the events themselves (none when the boundaries fall on quarter
---     hours, as every zone's do today).
+--   - and what is left, quarter hours that a window or the range cuts, or
+--     in which the zone's clocks move, from the events themselves (none
+--     when the boundaries and the moves fall on quarter hours, as every
+--     zone's do today).
 --
 -- A bucket counts as one window's when the zone's clocks do not move
 -- inside it (its local times, first and last microsecond, are as far
@@ -21,15 +22,19 @@
 -- the local truncation turned back into an instant, names them all as it
 -- names the bucket's start, the instant summary.sql groups the bucket by.
 -- (Comparing instants instead, "the window of the last microsecond
--- started no later than the bucket", is not enough: where clocks move by
+-- started no later than the bucket", is not enough. Where clocks move by
 -- half an hour the truncation can be a local time that does not exist,
--- which date_trunc turns into an instant of the window before. In Lord
+-- which date_trunc turns into an instant of the window before: in Lord
 -- Howe on 2024-10-06 the hour from 02:30 local is named 02:00, 15:00 UTC,
--- inside the hour named 01:00.) A bucket's local times are found by
+-- inside the hour named 01:00. Where clocks fall back across a window's
+-- start, the bucket holds instants of the window before: in Goose Bay on
+-- 2009-11-01 at 00:01 local clocks went back to 23:01 of October 31.) A bucket's local times are found by
 -- conversion for a day, and for an hour or a quarter hour only when its
 -- day or hour is not steady; in a steady one they are its own plus an
 -- offset. The endpoints are enough because no zone's clocks move twice
--- within two days (none in the tz database from 1900 to 2037). Only the
+-- within two days (in the tz database from 1800 to 3000 the shortest
+-- stretch between two moves is close to four days). When the window is
+-- the whole range, days are not converted at all. Only the
 -- buckets that a coarser one could not serve are looked at, so a year of
 -- days in UTC tests 366 day buckets, and in New York (whose days start at
 -- 04:00 or 05:00 UTC) the hours of each day. Bounds written as
@@ -58,8 +63,14 @@ days AS (
                      FROM generate_series(floor(extract(epoch FROM p.lo) / 86400)::bigint * 86400,
                                           ceil(extract(epoch FROM p.hi) / 86400)::bigint * 86400 - 86400, 86400) s) g
             CROSS JOIN LATERAL (
-                  SELECT g.b AT TIME ZONE p.tz AS first,
-                         (g.b + interval '23:59:59.999999') AT TIME ZONE p.tz AS last) l) d
+                  SELECT CASE WHEN p.unit IS NOT NULL THEN g.b AT TIME ZONE p.tz END AS first,
+                         CASE WHEN p.unit IS NOT NULL THEN (g.b + interval '23:59:59.999999') AT TIME ZONE p.tz END AS last) l) d
+),
+hour_offsets AS MATERIALIZED (
+    SELECT n * interval '1 hour' AS o, n * interval '1 hour' + interval '59:59.999999' AS ol FROM generate_series(0, 23) n
+),
+quarter_offsets AS MATERIALIZED (
+    SELECT n * interval '15 minutes' AS o, n * interval '15 minutes' + interval '14:59.999999' AS ol FROM generate_series(0, 3) n
 ),
 hours AS (
     SELECT h.b, h.first, h.steady,
@@ -69,13 +80,11 @@ hours AS (
      CROSS JOIN days d
      CROSS JOIN LATERAL (
            SELECT l.b, l.first, l.last, d.steady OR l.last - l.first = interval '59:59.999999' AS steady
-             FROM generate_series(0, 23) n
+             FROM hour_offsets x
             CROSS JOIN LATERAL (
-                  SELECT d.b + n * interval '1 hour' AS b,
-                         CASE WHEN d.steady THEN d.first + n * interval '1 hour'
-                              ELSE (d.b + n * interval '1 hour') AT TIME ZONE p.tz END AS first,
-                         CASE WHEN d.steady THEN d.first + (n * interval '1 hour' + interval '59:59.999999')
-                              ELSE (d.b + (n * interval '1 hour' + interval '59:59.999999')) AT TIME ZONE p.tz END AS last) l) h
+                  SELECT d.b + x.o AS b,
+                         CASE WHEN d.steady THEN d.first + x.o ELSE (d.b + x.o) AT TIME ZONE p.tz END AS first,
+                         CASE WHEN d.steady THEN d.first + x.ol ELSE (d.b + x.ol) AT TIME ZONE p.tz END AS last) l) h
      WHERE NOT d.whole AND h.b < p.hi AND h.b + interval '1 hour' > p.lo
 ),
 quarters AS (
@@ -86,13 +95,11 @@ quarters AS (
      CROSS JOIN hours h
      CROSS JOIN LATERAL (
            SELECT l.b, l.first, l.last, h.steady OR l.last - l.first = interval '14:59.999999' AS steady
-             FROM generate_series(0, 3) n
+             FROM quarter_offsets x
             CROSS JOIN LATERAL (
-                  SELECT h.b + n * interval '15 minutes' AS b,
-                         CASE WHEN h.steady THEN h.first + n * interval '15 minutes'
-                              ELSE (h.b + n * interval '15 minutes') AT TIME ZONE p.tz END AS first,
-                         CASE WHEN h.steady THEN h.first + (n * interval '15 minutes' + interval '14:59.999999')
-                              ELSE (h.b + (n * interval '15 minutes' + interval '14:59.999999')) AT TIME ZONE p.tz END AS last) l) q
+                  SELECT h.b + x.o AS b,
+                         CASE WHEN h.steady THEN h.first + x.o ELSE (h.b + x.o) AT TIME ZONE p.tz END AS first,
+                         CASE WHEN h.steady THEN h.first + x.ol ELSE (h.b + x.ol) AT TIME ZONE p.tz END AS last) l) q
      WHERE NOT h.whole AND q.b < p.hi AND q.b + interval '15 minutes' > p.lo
 ),
 pieces AS (
