@@ -27,10 +27,6 @@ func TestContextEndingMidCallLeavesNothing(t *testing.T) {
 	raw := w.db.RawPool(t)
 	account := w.account(t, 0, tenancy.UserID{}, 0)
 	w.grant(t, 0, account, 100)
-	keyRows := func(k string) (n int) {
-		require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM credit_idempotency WHERE key = $1`, k).Scan(&n))
-		return n
-	}
 	cases := map[string]func(ctx context.Context, p credits.SpendParams) error{
 		"pool": func(ctx context.Context, p credits.SpendParams) error {
 			_, err := w.ledger.Spend(ctx, w.tenants[0], p)
@@ -52,11 +48,6 @@ func TestContextEndingMidCallLeavesNothing(t *testing.T) {
 		require.NoError(t, err)
 		return bal.Total
 	}
-	waitingOnLocks := func() (n int) {
-		require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n))
-		return n
-	}
 	for name, spend := range cases {
 		p := credits.SpendParams{Account: account, Amount: 7, Key: key("mid-call")}
 		before := balance()
@@ -64,7 +55,7 @@ func TestContextEndingMidCallLeavesNothing(t *testing.T) {
 		callCtx, cancel := context.WithCancel(ctx)
 		errc := make(chan error, 1)
 		go func() { errc <- spend(callCtx, p) }()
-		waitFor(t, name+": the spend to wait on its account", func() bool { return waitingOnLocks() == 1 })
+		waitFor(t, name+": the spend to wait on its account", func() bool { return lockWaiters(t, raw) == 1 })
 		cancel()
 		var err error
 		select {
@@ -72,18 +63,18 @@ func TestContextEndingMidCallLeavesNothing(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%s: the spend did not return when its context ended", name)
 		}
-		waitFor(t, name+": Postgres to cancel the spend", func() bool { return waitingOnLocks() == 0 })
+		waitFor(t, name+": Postgres to cancel the spend", func() bool { return lockWaiters(t, raw) == 0 })
 		release()
 		require.ErrorIs(t, err, context.Canceled, name)
 		require.ErrorIs(t, err, credits.ErrOutcomeUnknown, "%s: it was sent", name)
-		require.Zero(t, keyRows(p.Key), "%s: the key was recorded", name)
+		require.Zero(t, keyRecords(t, raw, p.Key), "%s: the key was recorded", name)
 		require.Equal(t, before, balance(), "%s: the balance changed", name)
 
 		res, err := w.ledger.Spend(ctx, w.tenants[0], p)
 		require.NoError(t, err, name)
 		require.False(t, res.Replay, "%s: the cut-off call applied nothing", name)
 		require.Equal(t, before-7, balance(), name)
-		require.Equal(t, 1, keyRows(p.Key), name)
+		require.Equal(t, 1, keyRecords(t, raw, p.Key), name)
 	}
 	w.reconcile(t, 0)
 }

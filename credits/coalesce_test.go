@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meterbase/meterbase/credits"
@@ -34,6 +35,22 @@ func blockAccount(t *testing.T, w *world, account credits.AccountID) (release fu
 	}
 	t.Cleanup(release)
 	return release
+}
+
+// lockWaiters counts the backends of raw's database waiting on a lock.
+func lockWaiters(t *testing.T, raw *pgxpool.Pool) (n int) {
+	t.Helper()
+	require.NoError(t, raw.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n))
+	return n
+}
+
+// keyRecords counts the idempotency records of key in raw's database: 1
+// once a request with it has been applied.
+func keyRecords(t *testing.T, raw *pgxpool.Pool, key string) (n int) {
+	t.Helper()
+	require.NoError(t, raw.QueryRow(context.Background(), `SELECT count(*) FROM credit_idempotency WHERE key = $1`, key).Scan(&n))
+	return n
 }
 
 // startLeader makes a turn of tn's workspace busy with a leader's spend
@@ -219,9 +236,7 @@ func TestBatchWhoseCallersAllGaveUp(t *testing.T) {
 	close(proceed)
 	waitFor(t, "the queue to empty", func() bool { return credits.Pending(l) == 0 })
 
-	var applied int
-	require.NoError(t, w.db.RawPool(t).QueryRow(ctx, `SELECT count(*) FROM credit_idempotency WHERE key = $1`, p.Key).Scan(&applied))
-	require.Zero(t, applied, "a batch none of whose callers waits is not sent")
+	require.Zero(t, keyRecords(t, w.db.RawPool(t), p.Key), "a batch none of whose callers waits is not sent")
 	res, err := l.Spend(ctx, tn, p)
 	require.NoError(t, err)
 	require.False(t, res.Replay)

@@ -171,21 +171,13 @@ func TestSchedulerCollidingQueueKeysDoNotDeadlock(t *testing.T) {
 		_, err := credits.RunBatches(ctx, l, tn, credits.SpendParams{Account: A, Amount: 1, Key: key("x")}, credits.SpendParams{Account: B, Amount: 1, Key: key("x")})
 		errs <- err
 	}()
-	waitingOnLocks := func(n int) func() bool {
-		return func() bool {
-			var waiting int
-			require.NoError(t, raw.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-				WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting))
-			return waiting == n
-		}
-	}
-	waitFor(t, "X to wait on A's row", waitingOnLocks(1))
+	waitFor(t, "X to wait on A's row", func() bool { return lockWaiters(t, raw) == 1 })
 	// Y = {C, D} takes K2, then waits on K1.
 	go func() {
 		_, err := credits.RunBatches(ctx, l, tn, credits.SpendParams{Account: C, Amount: 1, Key: key("y")}, credits.SpendParams{Account: D, Amount: 1, Key: key("y")})
 		errs <- err
 	}()
-	waitFor(t, "Y to wait on K1", waitingOnLocks(2))
+	waitFor(t, "Y to wait on K1", func() bool { return lockWaiters(t, raw) == 2 })
 	require.NoError(t, tx.Rollback(ctx)) // X goes on to K2, held by Y
 	for range 2 {
 		select {
